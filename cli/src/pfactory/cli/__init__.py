@@ -1,0 +1,1 @@
+"""The pfactory command line: up, validate, submit, jobs, schema export."""

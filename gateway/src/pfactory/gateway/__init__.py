@@ -1,0 +1,1 @@
+"""FastAPI gateway: job submission, job status, API keys, outbox relay."""

@@ -1,0 +1,1 @@
+"""Config kinds, event envelope, events and topic names: pydantic models, no I/O."""

@@ -1,0 +1,1 @@
+"""The materialiser worker: a FastStream app."""

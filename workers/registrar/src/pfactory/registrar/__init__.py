@@ -1,0 +1,1 @@
+"""The registrar worker: a FastStream app."""

@@ -1,0 +1,1 @@
+"""The scheduler worker: a FastStream app."""

@@ -1,0 +1,1 @@
+"""The trainer worker: a FastStream app."""
