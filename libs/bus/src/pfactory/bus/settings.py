@@ -1,0 +1,42 @@
+"""Bus settings: every Kafka client the platform builds is configured from these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BusSettings(BaseSettings):
+    """Kafka connection and delivery settings (env prefix ``PF_BUS_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PF_BUS_", extra="forbid")
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    client_id: str = Field(default="pfactory", description="Client id prefix reported to the broker.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism when the protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    ssl_cafile: str | None = Field(default=None, description="CA bundle that signs the brokers' certificates.")
+    ssl_certfile: str | None = Field(default=None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: str | None = Field(default=None, description="Client key for mutual TLS.")
+    session_timeout_ms: int = Field(
+        default=10_000, ge=1_000, description="Consumer group session timeout; a dead member expires after it."
+    )
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="Consumer heartbeat interval.")
+    max_attempts: int = Field(
+        default=5, ge=1, description="Handler attempts for a transient error before dead-lettering."
+    )
+    retry_backoff_initial_s: float = Field(default=0.2, gt=0, description="First retry delay; doubles each try.")
+    retry_backoff_max_s: float = Field(default=5.0, gt=0, description="Upper bound of a retry delay.")
+    create_topics: bool = Field(
+        default=True, description="Create the platform's topics with their partition counts on start-up."
+    )
