@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pfactory.contracts import topics
+
 
 class BusSettings(BaseSettings):
     """Kafka connection and delivery settings (env prefix ``PF_BUS_``)."""
@@ -25,18 +27,35 @@ class BusSettings(BaseSettings):
     )
     sasl_username: str | None = Field(default=None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
-    ssl_cafile: str | None = Field(default=None, description="CA bundle that signs the brokers' certificates.")
+    ssl_cafile: str | None = Field(
+        default=None, description="CA bundle that signs the brokers' certificates."
+    )
     ssl_certfile: str | None = Field(default=None, description="Client certificate for mutual TLS.")
     ssl_keyfile: str | None = Field(default=None, description="Client key for mutual TLS.")
     session_timeout_ms: int = Field(
-        default=10_000, ge=1_000, description="Consumer group session timeout; a dead member expires after it."
+        default=10_000,
+        ge=1_000,
+        description="Consumer group session timeout; a dead member expires after it.",
     )
     heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="Consumer heartbeat interval.")
     max_attempts: int = Field(
         default=5, ge=1, description="Handler attempts for a transient error before dead-lettering."
     )
-    retry_backoff_initial_s: float = Field(default=0.2, gt=0, description="First retry delay; doubles each try.")
+    retry_backoff_initial_s: float = Field(
+        default=0.2, gt=0, description="First retry delay; doubles each try."
+    )
     retry_backoff_max_s: float = Field(default=5.0, gt=0, description="Upper bound of a retry delay.")
     create_topics: bool = Field(
         default=True, description="Create the platform's topics with their partition counts on start-up."
+    )
+    dead_letter_topic: str = Field(
+        default=topics.DEAD_LETTER,
+        description="Where poison messages and exhausted or permanent handler failures go.",
+    )
+    topic_replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of topics ensure_topics creates (3 in production)."
+    )
+    producer_idempotence: bool = Field(
+        default=False,
+        description="Idempotent producer; Tansu rejects InitProducerId, so enable it on real Kafka only.",
     )
