@@ -1,0 +1,139 @@
+"""Helpers for the worker tests: run a worker as its real process, publish to and read from Tansu."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from pfactory.bus.embedded import free_port
+from pfactory.bus.settings import BusSettings
+from pfactory.contracts.events import Envelope, Event
+
+
+@dataclass
+class WorkerProcess:
+    """A worker started with ``python -m``; its health endpoints are on ``url``."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    group_id: str
+
+    def log(self) -> str:
+        """Everything the worker wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+def http_status(url: str) -> int | None:
+    """GET ``url``; its status, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except OSError:
+        return None
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, log: Callable[[], str]) -> None:
+    """Poll ``condition`` until true or fail after ``timeout_s`` with the worker's log."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s} s; worker log:\n{log()[-4000:]}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def running_worker(name: str, settings: BusSettings, log_dir: Path) -> Iterator[WorkerProcess]:
+    """Run ``python -m pfactory.<name>`` against the test broker with its own consumer group."""
+    port = free_port()
+    group_id = f"test-{name}-{uuid.uuid4().hex[:8]}"
+    prefix = f"PF_{name.upper()}_"
+    env = {
+        **os.environ,
+        "PF_BUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "PF_BUS_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+        "PF_BUS_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms),
+        f"{prefix}HEALTH_PORT": str(port),
+        f"{prefix}GROUP_ID": group_id,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"pfactory.{name}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    worker = WorkerProcess(process, f"http://127.0.0.1:{port}", log_path, group_id)
+    try:
+        yield worker
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+async def publish(settings: BusSettings, event: Event, *, producer: str = "test") -> Envelope:
+    """Publish one event in its envelope to its topic (keyed like the platform's publisher)."""
+    envelope = Envelope.wrap(event, producer=producer)
+    client = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await client.start()
+    try:
+        key = event.partition_key()
+        await client.send_and_wait(event.TOPIC, envelope.to_bytes(), key=key.encode() if key else None)
+    finally:
+        await client.stop()
+    return envelope
+
+
+async def collect(
+    settings: BusSettings, topic: str, keep: Callable[[Envelope], bool], *, count: int, timeout_s: float
+) -> list[Envelope]:
+    """Read ``topic`` from the beginning until ``count`` envelopes pass ``keep`` (or fail at the deadline)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    found: list[Envelope] = []
+    try:
+        await consumer.topics()  # loads the cluster metadata, partitions included
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            raise AssertionError(f"topic {topic} does not exist")
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        while len(found) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"saw {len(found)} of {count} expected envelopes on {topic}: {found}")
+            batches = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
+            for records in batches.values():
+                for record in records:
+                    try:
+                        envelope = Envelope.from_bytes(record.value or b"")
+                    except ValueError:
+                        continue
+                    if keep(envelope):
+                        found.append(envelope)
+    finally:
+        await consumer.stop()
+    return found
