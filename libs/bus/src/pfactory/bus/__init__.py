@@ -16,7 +16,7 @@ A worker's ``app.py``::
     app = make_app(broker, settings)
 """
 
-from pfactory.bus.app import make_app
+from pfactory.bus.app import health_routes, make_app, make_service_app, publish_answers, serve
 from pfactory.bus.broker import (
     EventPublisher,
     aiokafka_client_kwargs,
@@ -59,8 +59,12 @@ __all__ = [
     "build_security",
     "consumer_lag",
     "ensure_topics",
+    "health_routes",
     "idempotent",
     "is_transient",
     "make_app",
+    "make_service_app",
+    "publish_answers",
+    "serve",
     "subscribe",
 ]

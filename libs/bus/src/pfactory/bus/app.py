@@ -1,14 +1,21 @@
-"""A service's FastStream app: the platform's topics exist before its subscribers start."""
+"""A service's FastStream app: topics exist before subscribers start; /health and /ready answer."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from faststream import FastStream
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi.types import ASGIApp, Scope
 from faststream.kafka import KafkaBroker
 
-from pfactory.bus.broker import ensure_topics
+from pfactory.bus.broker import EventPublisher, ensure_topics
 from pfactory.bus.settings import BusSettings
+from pfactory.contracts.events import Envelope, Event
 from pfactory.contracts.topics import ALL_TOPICS, TopicSpec
 
 Hook = Callable[[], Awaitable[None]]
@@ -34,10 +41,86 @@ def make_app(
     Returns:
         The app: ``await app.run()`` in production, ``await app.start()`` / ``app.stop()`` in tests.
     """
+    return FastStream(
+        broker,
+        on_startup=[_topic_creator(settings, topics), *on_startup],
+        on_shutdown=list(on_shutdown),
+    )
+
+
+def make_service_app(
+    broker: KafkaBroker,
+    settings: BusSettings,
+    *,
+    service: str,
+    topics: Iterable[TopicSpec] = ALL_TOPICS,
+    on_startup: Iterable[Hook] = (),
+    on_shutdown: Iterable[Hook] = (),
+) -> AsgiFastStream:
+    """Like :func:`make_app`, served over ASGI with ``/health`` (process) and ``/ready`` (broker answers).
+
+    Args:
+        broker: the service's broker with its subscribers registered.
+        settings: bus settings.
+        service: the service name reported by the health endpoints.
+        topics: topics to create before the broker starts.
+        on_startup: more hooks run before the broker starts.
+        on_shutdown: hooks run before the broker stops.
+
+    Returns:
+        The app; :func:`serve` runs it.
+    """
+    return AsgiFastStream(
+        broker,
+        asgi_routes=health_routes(broker, service),
+        on_startup=[_topic_creator(settings, topics), *on_startup],
+        on_shutdown=list(on_shutdown),
+    )
+
+
+def _topic_creator(settings: BusSettings, topics: Iterable[TopicSpec]) -> Hook:
     specs = tuple(topics)
 
     async def create_topics() -> None:
         if settings.create_topics:
             await ensure_topics(settings, specs)
 
-    return FastStream(broker, on_startup=[create_topics, *on_startup], on_shutdown=list(on_shutdown))
+    return create_topics
+
+
+def health_routes(broker: KafkaBroker, service: str) -> list[tuple[str, ASGIApp]]:
+    """``/health``: the process answers; ``/ready``: the Kafka broker answers too."""
+
+    def _json(code: int, **body: object) -> AsgiResponse:
+        payload = json.dumps({"service": service, **body}).encode()
+        return AsgiResponse(payload, code, headers={"content-type": "application/json"})
+
+    @get(include_in_schema=False)
+    async def health(scope: Scope) -> AsgiResponse:
+        return _json(200, status="ok")
+
+    @get(include_in_schema=False)
+    async def ready(scope: Scope) -> AsgiResponse:
+        if await broker.ping(timeout=1.0):
+            return _json(200, status="ready")
+        return _json(503, status="not ready", reason="the Kafka broker does not answer")
+
+    return [("/health", health), ("/ready", ready)]
+
+
+async def publish_answers(publisher: EventPublisher, cause: Envelope, events: Sequence[Event]) -> None:
+    """Publish a handler's answers; ids derive from the cause, so a redelivery re-publishes the same ids."""
+    for index, event in enumerate(events):
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"pf:{publisher.producer}/{cause.event_id}/{index}"))
+        await publisher.publish(event, cause=cause, event_id=event_id)
+
+
+def serve(app: AsgiFastStream, *, host: str, port: int, log_level: str) -> None:
+    """Run a service app and its health endpoints until SIGTERM/SIGINT."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(
+        app.run(
+            log_level=logging.getLevelName(log_level),
+            run_extra_options={"host": host, "port": port},
+        )
+    )

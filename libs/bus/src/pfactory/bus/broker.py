@@ -54,8 +54,10 @@ def build_security(settings: BusSettings) -> BaseSecurity | None:
     if settings.sasl_username is None or settings.sasl_password is None:
         raise ValueError(f"{protocol} needs sasl_username and sasl_password")
     classes: dict[str | None, type[SASLPlaintext | SASLScram256 | SASLScram512]] = {
-        "PLAIN": SASLPlaintext, None: SASLPlaintext,
-        "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512,
+        "PLAIN": SASLPlaintext,
+        None: SASLPlaintext,
+        "SCRAM-SHA-256": SASLScram256,
+        "SCRAM-SHA-512": SASLScram512,
     }
     return classes[settings.sasl_mechanism](
         username=settings.sasl_username,

@@ -125,14 +125,22 @@ class _DeliveryLoop:
         try:
             await consumer.commit({partition: record.offset + 1})
         except KafkaError as error:  # a rebalance took the partition: its next owner redelivers
-            log.warning("%s: commit of %s@%d failed (%r); it will be redelivered",
-                        self.name, partition, record.offset, error)
+            log.warning(
+                "%s: commit of %s@%d failed (%r); it will be redelivered",
+                self.name,
+                partition,
+                record.offset,
+                error,
+            )
             return
         if self.on_lag is not None:
             highwater = consumer.highwater(partition)
             if highwater is not None:
-                self.on_lag(LagSample(record.topic, record.partition, self.group_id,
-                                      max(0, highwater - record.offset - 1)))
+                self.on_lag(
+                    LagSample(
+                        record.topic, record.partition, self.group_id, max(0, highwater - record.offset - 1)
+                    )
+                )
 
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Handle or dead-letter one record; False when nothing durable happened (do not commit)."""
@@ -151,18 +159,35 @@ class _DeliveryLoop:
             except Exception as error:
                 if not is_transient(error, self.transient) or attempt >= self.settings.max_attempts:
                     return await self._dead_letter(record, error, attempts=attempt, envelope=envelope)
-                log.warning("%s: transient failure on %s (attempt %d/%d): %r; retrying in %.2f s",
-                            self.name, envelope.event_id, attempt, self.settings.max_attempts, error, delay)
+                log.warning(
+                    "%s: transient failure on %s (attempt %d/%d): %r; retrying in %.2f s",
+                    self.name,
+                    envelope.event_id,
+                    attempt,
+                    self.settings.max_attempts,
+                    error,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_backoff_max_s)
 
     async def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], error: BaseException, *, attempts: int,
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        error: BaseException,
+        *,
+        attempts: int,
         envelope: Envelope | None,
     ) -> bool:
         if record.topic == self.settings.dead_letter_topic:
-            log.error("%s: dropping unhandleable dead letter %s@%d/%d: %r",
-                      self.name, record.topic, record.partition, record.offset, error)
+            log.error(
+                "%s: dropping unhandleable dead letter %s@%d/%d: %r",
+                self.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                error,
+            )
             return True
         event = DeadLettered(
             original_topic=record.topic,
@@ -178,18 +203,34 @@ class _DeliveryLoop:
         )
         # Deterministic id: if the commit after this publish is lost, the redelivery's dead letter
         # carries the same event_id and consumers of the dead-letter topic dedupe it.
-        event_id = str(uuid.uuid5(
-            _DEAD_LETTER_NAMESPACE, f"{self.group_id}/{record.topic}/{record.partition}/{record.offset}"
-        ))
+        event_id = str(
+            uuid.uuid5(
+                _DEAD_LETTER_NAMESPACE, f"{self.group_id}/{record.topic}/{record.partition}/{record.offset}"
+            )
+        )
         try:
-            await self.publisher.publish(event, cause=envelope, event_id=event_id,
-                                         topic=self.settings.dead_letter_topic)
+            await self.publisher.publish(
+                event, cause=envelope, event_id=event_id, topic=self.settings.dead_letter_topic
+            )
         except Exception as publish_error:
-            log.error("%s: could not dead-letter %s@%d/%d: %r", self.name, record.topic,
-                      record.partition, record.offset, publish_error)
+            log.error(
+                "%s: could not dead-letter %s@%d/%d: %r",
+                self.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                publish_error,
+            )
             return False
-        log.error("%s: dead-lettered %s@%d/%d after %d attempt(s): %r", self.name, record.topic,
-                  record.partition, record.offset, attempts, error)
+        log.error(
+            "%s: dead-lettered %s@%d/%d after %d attempt(s): %r",
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            attempts,
+            error,
+        )
         return True
 
 
@@ -230,8 +271,13 @@ def subscribe(
     def register(handler: EnvelopeHandler) -> EnvelopeHandler:
         handler_name: str = name or str(getattr(handler, "__name__", "handler"))
         delivery = _DeliveryLoop(
-            handler, name=handler_name, group_id=group_id, settings=settings,
-            publisher=publisher, transient=transient, on_lag=on_lag,
+            handler,
+            name=handler_name,
+            group_id=group_id,
+            settings=settings,
+            publisher=publisher,
+            transient=transient,
+            on_lag=on_lag,
         )
 
         async def consume(message: Annotated[KafkaMessage, Context("message")]) -> None:

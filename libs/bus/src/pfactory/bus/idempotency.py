@@ -108,9 +108,13 @@ class SqliteProcessedEvents:
 
     def _seen(self, handler: str, event_id: str) -> bool:
         with self._lock:
-            row = self._connect().execute(
-                "SELECT 1 FROM processed_events WHERE handler = ? AND event_id = ?", (handler, event_id)
-            ).fetchone()
+            row = (
+                self._connect()
+                .execute(
+                    "SELECT 1 FROM processed_events WHERE handler = ? AND event_id = ?", (handler, event_id)
+                )
+                .fetchone()
+            )
         return row is not None
 
     def _mark(self, handler: str, event_id: str) -> None:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 
-from faststream.asgi import AsgiFastStream, AsgiResponse, get
-from faststream.asgi.types import ASGIApp, Scope
-from faststream.kafka import KafkaBroker
+from faststream.asgi import AsgiFastStream
 
-from pfactory.bus.broker import EventPublisher, build_broker, ensure_topics
+from pfactory.bus.app import make_service_app, serve
+from pfactory.bus.broker import EventPublisher, build_broker
 from pfactory.bus.consumer import subscribe
 from pfactory.contracts import topics
 from pfactory.contracts.events import Envelope, ModelTrained
@@ -18,26 +15,6 @@ from pfactory.registrar import service
 from pfactory.registrar.settings import RegistrarSettings
 
 log = logging.getLogger("pfactory.registrar")
-
-
-def health_routes(broker: KafkaBroker) -> list[tuple[str, ASGIApp]]:
-    """``/health``: the process answers; ``/ready``: the broker answers too."""
-
-    def _json(code: int, **body: object) -> AsgiResponse:
-        payload = json.dumps({"service": service.SERVICE, **body}).encode()
-        return AsgiResponse(payload, code, headers={"content-type": "application/json"})
-
-    @get(include_in_schema=False)
-    async def health(scope: Scope) -> AsgiResponse:
-        return _json(200, status="ok")
-
-    @get(include_in_schema=False)
-    async def ready(scope: Scope) -> AsgiResponse:
-        if await broker.ping(timeout=1.0):
-            return _json(200, status="ready")
-        return _json(503, status="not ready", reason="the Kafka broker does not answer")
-
-    return [("/health", health), ("/ready", ready)]
 
 
 def build(settings: RegistrarSettings) -> AsgiFastStream:
@@ -53,20 +30,9 @@ def build(settings: RegistrarSettings) -> AsgiFastStream:
             "%s event=%s", service.describe_trained_model(envelope.open_as(ModelTrained)), envelope.event_id
         )
 
-    async def create_topics() -> None:
-        if settings.bus.create_topics:
-            await ensure_topics(settings.bus)
-
-    return AsgiFastStream(broker, asgi_routes=health_routes(broker), on_startup=[create_topics])
+    return make_service_app(broker, settings.bus, service=service.SERVICE)
 
 
 def run(settings: RegistrarSettings) -> None:
     """Serve the app and its health endpoints until SIGTERM/SIGINT."""
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build(settings)
-    asyncio.run(
-        app.run(
-            log_level=logging.getLevelName(settings.log_level),
-            run_extra_options={"host": settings.health_host, "port": settings.health_port},
-        )
-    )
+    serve(build(settings), host=settings.health_host, port=settings.health_port, log_level=settings.log_level)

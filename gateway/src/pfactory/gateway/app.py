@@ -1,0 +1,177 @@
+"""The gateway's FastAPI app: wiring only (store, relay, status feed, routes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from pfactory.bus.settings import BusSettings
+from pfactory.contracts.events import Envelope
+from pfactory.gateway.auth import ALL_SCOPES, install_api_key
+from pfactory.gateway.errors import ApiError, api_error_handler
+from pfactory.gateway.outbox import OutboxRelay
+from pfactory.gateway.routes import health, jobs, keys
+from pfactory.gateway.settings import GatewaySettings
+from pfactory.gateway.sink import EnvelopeSink, StatusFeed
+from pfactory.gateway.status import apply_status_envelope
+from pfactory.gateway.store import GatewayStore
+
+log = logging.getLogger("pfactory.gateway")
+
+DESCRIPTION = """\
+Submit FeatureSet and Model configs, follow their jobs, manage API keys.
+
+Every call but `/health` and `/ready` needs an API key (`Authorization: Bearer pf_…` or
+`X-API-Key: pf_…`) holding the scope the endpoint names: `submit`, `read` or `admin`
+(`admin` implies the others). Errors share one body: `{"detail", "code", …}`.
+"""
+
+TAGS = [
+    {"name": "jobs", "description": "Submit configs and follow the jobs they start."},
+    {"name": "keys", "description": "API key administration (admin scope)."},
+    {"name": "health", "description": "Liveness and readiness probes (no authentication)."},
+]
+
+
+@dataclass
+class Components:
+    """What :func:`build` chose from the settings."""
+
+    store: GatewayStore
+    sink: EnvelopeSink | None
+    status_feed: StatusFeed | None
+
+
+def build(
+    settings: GatewaySettings,
+    *,
+    sink: EnvelopeSink | None = None,
+    store: GatewayStore | None = None,
+    bus: BusSettings | None = None,
+    status_feed: StatusFeed | None = None,
+) -> Components:
+    """Choose the backends: SQLite store; Kafka sink and status feed when a bus is configured.
+
+    Args:
+        settings: gateway settings.
+        sink: an envelope sink to use instead of Kafka.
+        store: a store to use instead of the SQLite file of the settings.
+        bus: bus settings; when None and no sink is given, read from ``PF_BUS_*`` if the bus is enabled.
+        status_feed: a status feed to use instead of the Kafka consumer.
+
+    Returns:
+        The components.
+    """
+    from pfactory.gateway.adapters.sqlite import SqliteGatewayStore
+
+    if bus is None and sink is None and settings.bus_enabled:
+        bus = BusSettings()
+    if bus is not None:
+        from pfactory.gateway.adapters.bus import KafkaEnvelopeSink, KafkaStatusFeed
+
+        sink = sink or KafkaEnvelopeSink(bus)
+        status_feed = status_feed or KafkaStatusFeed(bus)
+    return Components(store or SqliteGatewayStore(settings.database_path), sink, status_feed)
+
+
+async def _request_invalid(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    issues = [
+        {"file": None, "line": None, "column": None, "message": item.get("msg", "invalid"),
+         "path": ".".join(str(part) for part in item.get("loc", ())) or "<root>",
+         "expected": None, "suggestion": None, "code": "invalid_request"}
+        for item in error.errors()
+    ]
+    summary = f"{len(issues)} problem{'s' if len(issues) != 1 else ''} in the request"
+    return JSONResponse(
+        {"detail": f"the request was refused: {summary}", "code": "invalid_request", "summary": summary,
+         "issues": issues},
+        status_code=422,
+    )
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    sink: EnvelopeSink | None = None,
+    store: GatewayStore | None = None,
+    bus: BusSettings | None = None,
+    status_feed: StatusFeed | None = None,
+) -> FastAPI:
+    """The gateway app; its lifespan opens the store, starts the relay and follows job status.
+
+    Args:
+        settings: gateway settings.
+        sink: publish through this instead of Kafka (tests).
+        store: use this store (left open at shutdown) instead of the settings' SQLite file.
+        bus: Kafka settings (defaults to ``PF_BUS_*`` when the bus is enabled and no sink is given).
+        status_feed: follow job status from this instead of Kafka.
+
+    Returns:
+        The FastAPI app.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        parts = build(settings, sink=sink, store=store, bus=bus, status_feed=status_feed)
+        app.state.store = parts.store
+        if settings.bootstrap_admin_key is not None:
+            await install_api_key(parts.store, settings.bootstrap_admin_key.get_secret_value(),
+                                  "bootstrap-admin", ALL_SCOPES)
+        relay_task = status_task = None
+        app.state.relay = None
+        if parts.sink is not None:
+            relay = OutboxRelay(
+                parts.store, parts.store, parts.sink, poll_interval_s=settings.outbox_poll_interval_s,
+                backoff_max_s=settings.outbox_backoff_max_s, publish_timeout_s=settings.publish_timeout_s,
+                stale_after_s=settings.stale_job_republish_age_s,
+            )
+            await relay.republish_unfinished()
+            app.state.relay = relay
+            relay_task = asyncio.create_task(relay.run(), name="gateway-outbox-relay")
+        if parts.status_feed is not None:
+            jobs_store = parts.store
+
+            async def handle(envelope: Envelope) -> None:
+                await apply_status_envelope(jobs_store, envelope)
+
+            status_task = asyncio.create_task(parts.status_feed.run(handle), name="gateway-status-feed")
+        try:
+            yield
+        finally:
+            await _stop(status_task)
+            await _stop(relay_task)
+            if parts.sink is not None:
+                await parts.sink.close()
+            if store is None:
+                await parts.store.close()
+
+    app = FastAPI(
+        title="Prediction Factory gateway",
+        version="1.0.0",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.include_router(jobs.router)
+    app.include_router(keys.router)
+    app.include_router(health.router)
+    return app

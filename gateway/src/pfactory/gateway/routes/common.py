@@ -1,0 +1,41 @@
+"""Pieces every route module shares: documented error answers and app-state accessors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from pfactory.gateway.outbox import OutboxRelay
+from pfactory.gateway.schemas import ErrorPublic, ScopeErrorPublic, ValidationErrorPublic
+from pfactory.gateway.settings import GatewaySettings
+from pfactory.gateway.store import GatewayStore
+
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorPublic, "description": "Missing, unknown or revoked API key."},
+}
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **UNAUTHORIZED,
+    403: {"model": ScopeErrorPublic, "description": "The API key lacks the scope this endpoint needs."},
+}
+INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ValidationErrorPublic, "description": "The request or its config was refused."},
+}
+
+
+def store_of(request: Request) -> GatewayStore:
+    """The app's store."""
+    store: GatewayStore = request.app.state.store
+    return store
+
+
+def relay_of(request: Request) -> OutboxRelay | None:
+    """The app's outbox relay (None without a sink)."""
+    relay: OutboxRelay | None = request.app.state.relay
+    return relay
+
+
+def settings_of(request: Request) -> GatewaySettings:
+    """The app's settings."""
+    settings: GatewaySettings = request.app.state.settings
+    return settings

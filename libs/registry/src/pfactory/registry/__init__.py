@@ -1,0 +1,1 @@
+"""Model registry: version records, artifact stores, version indexes and safe model serialisation."""
