@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -207,7 +208,7 @@ def test_issue_renders_as_a_json_able_dict() -> None:
 
 def test_unreadable_file_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config("does/not/exist.yaml")
+        load_config(Path("does/not/exist.yaml"))
     (issue,) = caught.value.issues
     assert (issue.file, issue.code) == ("does/not/exist.yaml", "unreadable")
 
@@ -250,3 +251,13 @@ def test_checked_strings_explain_themselves(
     assert issue.path == path
     assert fragment in issue.message
     assert issue.suggestion == suggestion
+
+
+def test_a_string_is_always_config_text_never_a_path_to_read(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("apiVersion: pfactory.io/v1\nkind: Model\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(secret))
+    # parsed as the YAML scalar it is, so the error is about the document's shape, not the file's content
+    assert "Model" not in str(caught.value)
+    assert caught.value.issues[0].line == 1

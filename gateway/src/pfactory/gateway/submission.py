@@ -41,9 +41,7 @@ def validate_submission(
         ConfigError: every problem the loader found.
     """
     if yaml_text is not None:
-        # load_config reads a one-line text ending in .yaml as a *path*: a trailing newline keeps a
-        # request body from ever naming a server file (and changes no line or column).
-        config = load_config(yaml_text if yaml_text.endswith("\n") else yaml_text + "\n", filename=filename)
+        config = load_config(yaml_text, filename=filename)  # a str is always text, never a path
     else:
         config = load_config_dict(data if data is not None else {})
     document = config.model_dump(mode="json", by_alias=True)

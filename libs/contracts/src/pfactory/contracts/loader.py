@@ -50,7 +50,7 @@ def load_config(
     """Load and validate one config, collecting every problem before failing.
 
     Args:
-        source: a path (``Path``, or a one-line string ending in .yaml/.yml/.json) or the YAML/JSON text.
+        source: a ``Path`` (os.PathLike) to read, or the YAML/JSON text itself (a ``str`` is never read as a path).
         filename: name to show in messages (default: the path, or ``<config>`` for text).
         allowlist: import-path allowlist (default: built from ``PF_IMPORTS_*`` and entry points).
         expect: the config class the caller needs (e.g. ``ModelConfig``); another kind is an error.
@@ -91,12 +91,8 @@ def load_config_dict(
     return _validate(ParsedYaml(data=data), None, allowlist, expect, positions=False)
 
 
-def _looks_like_path(source: str) -> bool:
-    return "\n" not in source and source.strip().lower().endswith(_SUFFIXES) and not re.search(r":\s", source)
-
-
 def _read(source: str | os.PathLike[str], filename: str | None) -> tuple[str, str]:
-    if isinstance(source, str) and not _looks_like_path(source):
+    if isinstance(source, str):  # text, always: a request body must never name a file to read
         text = source
     else:
         path = Path(source)
