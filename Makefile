@@ -23,10 +23,14 @@ up: install  ## run the embedded stack (broker, workers, gateway) until Ctrl-C
 test: install  ## run the whole suite: unit, integration (real Tansu broker, moto_server) and end-to-end
 	$(UV) run --frozen pytest
 
-lint: install  ## ruff, and strict mypy on the libraries
+MEMBERS := $(sort $(dir $(wildcard libs/*/src/pfactory/*/__init__.py gateway/src/pfactory/*/__init__.py cli/src/pfactory/*/__init__.py workers/*/src/pfactory/*/__init__.py)))
+MYPY_PATH := $(subst $(eval) ,:,$(sort $(foreach m,$(MEMBERS),$(firstword $(subst /pfactory/, ,$(m))))))
+MYPY_PACKAGES := $(foreach m,$(MEMBERS),-p pfactory.$(notdir $(patsubst %/,%,$(m))))
+
+lint: install  ## ruff, and strict mypy on every member
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy libs/contracts/src libs/bus/src
+	MYPYPATH=$(MYPY_PATH) $(UV) run --frozen mypy $(MYPY_PACKAGES)
 
 fmt: install  ## format the code
 	$(UV) run --frozen ruff format .

@@ -42,15 +42,23 @@ class AssignmentFile(ConsumerRebalanceListener):  # type: ignore[misc]
 
 async def main(args: argparse.Namespace) -> None:
     settings = BusSettings(
-        bootstrap_servers=args.bootstrap, client_id=f"proc{os.getpid()}", session_timeout_ms=3_000,
-        heartbeat_interval_ms=500, dead_letter_topic=args.dlq,
+        bootstrap_servers=args.bootstrap,
+        client_id=f"proc{os.getpid()}",
+        session_timeout_ms=3_000,
+        heartbeat_interval_ms=500,
+        dead_letter_topic=args.dlq,
     )
     broker = build_broker(settings, service="consumer-process")
     out = Path(args.out)
 
-    @subscribe(broker, args.topic, group_id=args.group, settings=settings,
-               publisher=EventPublisher(broker, "consumer-process"),
-               listener=AssignmentFile(Path(args.assignments) if args.assignments else None))
+    @subscribe(
+        broker,
+        args.topic,
+        group_id=args.group,
+        settings=settings,
+        publisher=EventPublisher(broker, "consumer-process"),
+        listener=AssignmentFile(Path(args.assignments) if args.assignments else None),
+    )
     async def record(envelope: Envelope) -> None:
         if envelope.event_id == args.crash_on:
             os._exit(1)

@@ -79,4 +79,3 @@ async def started(broker: KafkaBroker) -> AsyncIterator[KafkaBroker]:
         yield broker
     finally:
         await broker.stop()
-

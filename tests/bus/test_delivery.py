@@ -41,9 +41,15 @@ async def test_poison_messages_are_dead_lettered_and_the_next_message_is_process
     settings: BusSettings, topic: str
 ) -> None:
     garbage = b"\x00not json at all\xff"
-    unknown_type = json.dumps({
-        "type": "NoSuchEvent", "schema_version": 1, "correlation_id": "c", "producer": "p", "payload": {},
-    }).encode()
+    unknown_type = json.dumps(
+        {
+            "type": "NoSuchEvent",
+            "schema_version": 1,
+            "correlation_id": "c",
+            "producer": "p",
+            "payload": {},
+        }
+    ).encode()
     await produce_raw(settings, topic, [garbage, unknown_type], key=b"k")
     broker = build_broker(settings, service="poison")
     publisher = EventPublisher(broker, "poison-test")
@@ -190,8 +196,9 @@ async def test_lag_is_reported_after_each_committed_record(settings: BusSettings
     publisher = EventPublisher(broker, "lag-test")
     samples: list[LagSample] = []
 
-    @subscribe(broker, topic, group_id=f"g-{topic}", settings=settings, publisher=publisher,
-               on_lag=samples.append)
+    @subscribe(
+        broker, topic, group_id=f"g-{topic}", settings=settings, publisher=publisher, on_lag=samples.append
+    )
     async def handle(envelope: Envelope) -> None:
         pass
 

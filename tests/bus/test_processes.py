@@ -24,16 +24,36 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class ConsumerProcess:
     """``tests.bus.consumer_process`` running in a child process."""
 
-    def __init__(self, settings: BusSettings, topic: str, group: str, workdir: Path, name: str,
-                 crash_on: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: BusSettings,
+        topic: str,
+        group: str,
+        workdir: Path,
+        name: str,
+        crash_on: str | None = None,
+    ) -> None:
         self.out = workdir / f"{name}.out"
         self.assignments = workdir / f"{name}.assignments"
         self.out.touch()
         self.assignments.touch()
-        command = [sys.executable, "-m", "tests.bus.consumer_process",
-                   "--bootstrap", settings.bootstrap_servers, "--topic", topic, "--group", group,
-                   "--dlq", settings.dead_letter_topic, "--out", str(self.out),
-                   "--assignments", str(self.assignments)]
+        command = [
+            sys.executable,
+            "-m",
+            "tests.bus.consumer_process",
+            "--bootstrap",
+            settings.bootstrap_servers,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--dlq",
+            settings.dead_letter_topic,
+            "--out",
+            str(self.out),
+            "--assignments",
+            str(self.assignments),
+        ]
         if crash_on:
             command += ["--crash-on", crash_on]
         self.log = (workdir / f"{name}.log").open("wb")
@@ -84,10 +104,19 @@ async def test_two_processes_in_a_group_share_partitions_and_process_each_event_
     broker = build_broker(settings, service="producer")
     publisher = EventPublisher(broker, "test")
     async with broker:
-        sent = [(await publisher.publish(JobStatusChanged(job_id=f"job-{i}", status=JobStatus.QUEUED),
-                                         topic=topic_name)).event_id for i in range(60)]
-    await wait_until(lambda: len(first.processed()) + len(second.processed()) >= 60, timeout=30,
-                     what="all 60 events to be processed")
+        sent = [
+            (
+                await publisher.publish(
+                    JobStatusChanged(job_id=f"job-{i}", status=JobStatus.QUEUED), topic=topic_name
+                )
+            ).event_id
+            for i in range(60)
+        ]
+    await wait_until(
+        lambda: len(first.processed()) + len(second.processed()) >= 60,
+        timeout=30,
+        what="all 60 events to be processed",
+    )
 
     counts = Counter(first.processed() + second.processed())
     assert set(counts) == set(sent)
@@ -101,8 +130,14 @@ async def test_an_event_is_redelivered_after_a_crash_before_the_commit(
     broker = build_broker(settings, service="producer")
     publisher = EventPublisher(broker, "test")
     async with broker:
-        sent = [(await publisher.publish(JobStatusChanged(job_id=f"job-{i}", status=JobStatus.QUEUED),
-                                         topic=topic)).event_id for i in range(5)]
+        sent = [
+            (
+                await publisher.publish(
+                    JobStatusChanged(job_id=f"job-{i}", status=JobStatus.QUEUED), topic=topic
+                )
+            ).event_id
+            for i in range(5)
+        ]
     group = f"g-{topic}"
     crashing = ConsumerProcess(settings, topic, group, tmp_path, "crashing", crash_on=sent[2])
     spawn.append(crashing)

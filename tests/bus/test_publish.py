@@ -46,8 +46,9 @@ async def test_published_envelope_round_trips_to_a_subscriber(settings: BusSetti
     async def handle(envelope: Envelope) -> None:
         received.append(envelope)
 
-    event = JobStatusChanged(job_id="job-1", status=JobStatus.RUNNING, stage="fit",
-                             progress=Progress(done=3, total=10))
+    event = JobStatusChanged(
+        job_id="job-1", status=JobStatus.RUNNING, stage="fit", progress=Progress(done=3, total=10)
+    )
     async with started(broker):
         sent = await publisher.publish(event, topic=topic)
         await wait_until(lambda: bool(received), timeout=20, what="the envelope to arrive")
@@ -81,8 +82,13 @@ async def test_envelope_from_an_independent_client_is_consumed(settings: BusSett
     broker = build_broker(settings, service="interop")
     received: list[Envelope] = []
 
-    @subscribe(broker, topic, group_id=f"g-{topic}", settings=settings,
-               publisher=EventPublisher(broker, "interop-test"))
+    @subscribe(
+        broker,
+        topic,
+        group_id=f"g-{topic}",
+        settings=settings,
+        publisher=EventPublisher(broker, "interop-test"),
+    )
     async def handle(envelope: Envelope) -> None:
         received.append(envelope)
 

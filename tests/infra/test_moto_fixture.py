@@ -41,7 +41,9 @@ async def test_s3_and_dynamodb_round_trip(moto: str) -> None:
 async def test_reset_forgets_everything(moto: str) -> None:
     session = aioboto3.Session()
     async with session.client("s3", endpoint_url=moto, region_name="eu-west-1") as s3:
-        await s3.create_bucket(Bucket="pf-temp", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        await s3.create_bucket(
+            Bucket="pf-temp", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
     assert "pf-temp" in await _bucket_names(moto)
     reset_moto(moto)
     assert await _bucket_names(moto) == []

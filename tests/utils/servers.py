@@ -42,7 +42,9 @@ def running_moto(log_dir: Path) -> Iterator[str]:
     log = open(log_dir / "moto.log", "ab")  # noqa: SIM115
     process = subprocess.Popen(
         [str(moto_bin), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
     )
     endpoint = f"http://127.0.0.1:{port}"
@@ -50,7 +52,9 @@ def running_moto(log_dir: Path) -> Iterator[str]:
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {process.returncode}; see {log_dir / 'moto.log'}")
+                raise RuntimeError(
+                    f"moto_server exited with {process.returncode}; see {log_dir / 'moto.log'}"
+                )
             try:
                 if _get(f"{endpoint}/moto-api/") < 500:
                     break

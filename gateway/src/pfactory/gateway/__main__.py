@@ -28,10 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="run the HTTP API (the default)")
     create = commands.add_parser("create-key", help="store a new API key in the gateway database, print it")
     create.add_argument("--name", default="admin", help="label of the key")
-    create.add_argument("--scopes", default=",".join(sorted(ALL_SCOPES)),
-                        help="comma-separated scopes among submit, read, admin (default: all)")
-    commands.add_parser("new-key",
-                        help="print a fresh key for PF_GATEWAY_BOOTSTRAP_ADMIN_KEY (stores nothing)")
+    create.add_argument(
+        "--scopes",
+        default=",".join(sorted(ALL_SCOPES)),
+        help="comma-separated scopes among submit, read, admin (default: all)",
+    )
+    commands.add_parser(
+        "new-key", help="print a fresh key for PF_GATEWAY_BOOTSTRAP_ADMIN_KEY (stores nothing)"
+    )
     args = parser.parse_args(argv)
     if args.command == "new-key":
         print(new_api_key()[0])

@@ -84,15 +84,26 @@ def build(
 async def _request_invalid(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     issues = [
-        {"file": None, "line": None, "column": None, "message": item.get("msg", "invalid"),
-         "path": ".".join(str(part) for part in item.get("loc", ())) or "<root>",
-         "expected": None, "suggestion": None, "code": "invalid_request"}
+        {
+            "file": None,
+            "line": None,
+            "column": None,
+            "message": item.get("msg", "invalid"),
+            "path": ".".join(str(part) for part in item.get("loc", ())) or "<root>",
+            "expected": None,
+            "suggestion": None,
+            "code": "invalid_request",
+        }
         for item in error.errors()
     ]
     summary = f"{len(issues)} problem{'s' if len(issues) != 1 else ''} in the request"
     return JSONResponse(
-        {"detail": f"the request was refused: {summary}", "code": "invalid_request", "summary": summary,
-         "issues": issues},
+        {
+            "detail": f"the request was refused: {summary}",
+            "code": "invalid_request",
+            "summary": summary,
+            "issues": issues,
+        },
         status_code=422,
     )
 
@@ -131,14 +142,19 @@ def create_app(
         parts = build(settings, sink=sink, store=store, bus=bus, status_feed=status_feed)
         app.state.store = parts.store
         if settings.bootstrap_admin_key is not None:
-            await install_api_key(parts.store, settings.bootstrap_admin_key.get_secret_value(),
-                                  "bootstrap-admin", ALL_SCOPES)
+            await install_api_key(
+                parts.store, settings.bootstrap_admin_key.get_secret_value(), "bootstrap-admin", ALL_SCOPES
+            )
         relay_task = status_task = None
         app.state.relay = None
         if parts.sink is not None:
             relay = OutboxRelay(
-                parts.store, parts.store, parts.sink, poll_interval_s=settings.outbox_poll_interval_s,
-                backoff_max_s=settings.outbox_backoff_max_s, publish_timeout_s=settings.publish_timeout_s,
+                parts.store,
+                parts.store,
+                parts.sink,
+                poll_interval_s=settings.outbox_poll_interval_s,
+                backoff_max_s=settings.outbox_backoff_max_s,
+                publish_timeout_s=settings.publish_timeout_s,
                 stale_after_s=settings.stale_job_republish_age_s,
             )
             await relay.republish_unfinished()

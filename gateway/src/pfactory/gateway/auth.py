@@ -66,8 +66,9 @@ async def install_api_key(store: ApiKeyStore, raw_key: str, name: str, scopes: I
     if parts is None:
         raise ValueError("an API key looks like pf_<12 hex chars>_<32+ url-safe chars>")
     key_id, secret = parts
-    record = ApiKeyRecord(key_id=key_id, name=name, scopes=frozenset(Scope(s) for s in scopes),
-                          created_at=datetime.now(UTC))
+    record = ApiKeyRecord(
+        key_id=key_id, name=name, scopes=frozenset(Scope(s) for s in scopes), created_at=datetime.now(UTC)
+    )
     await store.add_key(record, hash_secret(secret))
     return record
 
@@ -116,16 +117,24 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[ApiKeyRecord]]:
         raw = bearer.credentials if bearer else header_key
         challenge = {"WWW-Authenticate": "Bearer"}
         if not raw:
-            raise ApiError(401, "missing_api_key",
-                           "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                           headers=challenge)
+            raise ApiError(
+                401,
+                "missing_api_key",
+                "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                headers=challenge,
+            )
         store: ApiKeyStore = request.app.state.store
         record = await authenticate(store, raw)
         if record is None:
             raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked", headers=challenge)
         if scope not in record.scopes and Scope.ADMIN not in record.scopes:
-            raise ApiError(403, "insufficient_scope", f"this API key lacks the '{scope}' scope",
-                           required_scope=str(scope), granted_scopes=sorted(record.scopes))
+            raise ApiError(
+                403,
+                "insufficient_scope",
+                f"this API key lacks the '{scope}' scope",
+                required_scope=str(scope),
+                granted_scopes=sorted(record.scopes),
+            )
         await store.touch_key(record.key_id)
         return record
 

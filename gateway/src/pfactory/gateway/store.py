@@ -84,7 +84,12 @@ class JobStore(Protocol):
         """Return the job, or None when the id is unknown."""
 
     async def list_jobs(
-        self, *, status: JobStatus | None, kind: JobKind | None, name: str | None, limit: int,
+        self,
+        *,
+        status: JobStatus | None,
+        kind: JobKind | None,
+        name: str | None,
+        limit: int,
         before_seq: int | None,
     ) -> list[JobRecord]:
         """Return up to ``limit`` jobs, newest first, with ``seq`` below ``before_seq`` (keyset)."""

@@ -51,11 +51,19 @@ def validate_submission(
     if config.kind == "Model":
         ref = FeatureSetRef(name=config.spec.feature_set.name, version=str(config.spec.feature_set.version))
         return ValidConfig(JobKind.TRAIN, config.metadata.name, ref, document)
-    raise ConfigError([ConfigIssue(
-        file=filename, line=None, column=None, path="kind",
-        message=f"the gateway runs FeatureSet and Model configs, not {config.kind}",
-        expected="FeatureSet or Model", code="unsupported_kind",
-    )])
+    raise ConfigError(
+        [
+            ConfigIssue(
+                file=filename,
+                line=None,
+                column=None,
+                path="kind",
+                message=f"the gateway runs FeatureSet and Model configs, not {config.kind}",
+                expected="FeatureSet or Model",
+                code="unsupported_kind",
+            )
+        ]
+    )
 
 
 def request_event(
@@ -64,10 +72,17 @@ def request_event(
     """The request event for an accepted config: FeatureSet → materialise, Model → train."""
     if config.kind is JobKind.MATERIALISE:
         return MaterialisationRequested(
-            job_id=job_id, feature_set=config.feature_set, config=config.document,
-            start_ds=start_ds, end_ds=end_ds, submitted_by=submitted_by,
+            job_id=job_id,
+            feature_set=config.feature_set,
+            config=config.document,
+            start_ds=start_ds,
+            end_ds=end_ds,
+            submitted_by=submitted_by,
         )
     return TrainRequested(
-        job_id=job_id, model_name=config.name, feature_set=config.feature_set, config=config.document,
+        job_id=job_id,
+        model_name=config.name,
+        feature_set=config.feature_set,
+        config=config.document,
         submitted_by=submitted_by,
     )

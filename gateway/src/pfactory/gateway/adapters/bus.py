@@ -74,8 +74,12 @@ class KafkaStatusFeed:
         while True:
             broker = build_broker(self._settings, service="gateway-status")
             subscribe(
-                broker, self.topic, group_id=self.group_id, settings=self._settings,
-                publisher=EventPublisher(broker, PRODUCER), name="gateway_job_status",
+                broker,
+                self.topic,
+                group_id=self.group_id,
+                settings=self._settings,
+                publisher=EventPublisher(broker, PRODUCER),
+                name="gateway_job_status",
                 transient=(*TRANSIENT_ERRORS, sqlite3.OperationalError),
             )(handle)
             try:

@@ -69,8 +69,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 # accepted < queued < running < terminal; a job only moves right.
-_RANK = {JobStatus.ACCEPTED: 0, JobStatus.QUEUED: 1, JobStatus.RUNNING: 2, JobStatus.SUCCEEDED: 3,
-         JobStatus.FAILED: 3}
+_RANK = {
+    JobStatus.ACCEPTED: 0,
+    JobStatus.QUEUED: 1,
+    JobStatus.RUNNING: 2,
+    JobStatus.SUCCEEDED: 3,
+    JobStatus.FAILED: 3,
+}
 _TERMINAL = tuple(status.value for status in JobStatus if status.terminal)
 
 
@@ -139,9 +144,22 @@ class SqliteGatewayStore:
                 "INSERT INTO jobs (job_id, kind, name, status, stage, config, submitted_by, created_at, "
                 "updated_at, request_event_id, request_envelope, request_topic, request_key, requested_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.job_id, job.kind.value, job.name, job.status.value, job.stage, json.dumps(job.config),
-                 job.submitted_by, _ts(job.created_at), _ts(job.updated_at), envelope.event_id, raw, topic,
-                 key, now),
+                (
+                    job.job_id,
+                    job.kind.value,
+                    job.name,
+                    job.status.value,
+                    job.stage,
+                    json.dumps(job.config),
+                    job.submitted_by,
+                    _ts(job.created_at),
+                    _ts(job.updated_at),
+                    envelope.event_id,
+                    raw,
+                    topic,
+                    key,
+                    now,
+                ),
             )
             conn.execute(
                 "INSERT INTO outbox (envelope, topic, key, created_at) VALUES (?, ?, ?, ?)",
@@ -158,7 +176,12 @@ class SqliteGatewayStore:
         return _job(row) if row else None
 
     async def list_jobs(
-        self, *, status: JobStatus | None, kind: JobKind | None, name: str | None, limit: int,
+        self,
+        *,
+        status: JobStatus | None,
+        kind: JobKind | None,
+        name: str | None,
+        limit: int,
         before_seq: int | None,
     ) -> list[JobRecord]:
         """Newest first, keyset-paginated on ``seq``."""
@@ -197,8 +220,16 @@ class SqliteGatewayStore:
             conn.execute(
                 "UPDATE jobs SET status = ?, stage = ?, progress = coalesce(?, progress), reason = ?, "
                 "result = ?, status_at = ?, updated_at = ? WHERE job_id = ?",
-                (event.status.value, event.stage, progress, event.reason, json.dumps(event.result), at,
-                 _now(), event.job_id),
+                (
+                    event.status.value,
+                    event.stage,
+                    progress,
+                    event.reason,
+                    json.dumps(event.result),
+                    at,
+                    _now(),
+                    event.job_id,
+                ),
             )
             return StatusOutcome.APPLIED
 
@@ -240,8 +271,13 @@ class SqliteGatewayStore:
             ).fetchall()
         )
         return [
-            OutboxRow(row["id"], Envelope.model_validate_json(row["envelope"]), row["topic"], row["key"],
-                      row["attempts"])
+            OutboxRow(
+                row["id"],
+                Envelope.model_validate_json(row["envelope"]),
+                row["topic"],
+                row["key"],
+                row["attempts"],
+            )
             for row in rows
         ]
 
@@ -283,8 +319,14 @@ class SqliteGatewayStore:
             lambda c: c.execute(
                 "INSERT OR REPLACE INTO api_keys (key_id, name, scopes, secret_hash, created_at, revoked_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (record.key_id, record.name, json.dumps(sorted(record.scopes)), secret_hash,
-                 _ts(record.created_at), _ts(record.revoked_at) if record.revoked_at else None),
+                (
+                    record.key_id,
+                    record.name,
+                    json.dumps(sorted(record.scopes)),
+                    secret_hash,
+                    _ts(record.created_at),
+                    _ts(record.revoked_at) if record.revoked_at else None,
+                ),
             )
         )
 
@@ -318,19 +360,29 @@ class SqliteGatewayStore:
 
 def _job(row: sqlite3.Row) -> JobRecord:
     return JobRecord(
-        job_id=row["job_id"], kind=JobKind(row["kind"]), name=row["name"], status=JobStatus(row["status"]),
-        config=json.loads(row["config"]), submitted_by=row["submitted_by"],
+        job_id=row["job_id"],
+        kind=JobKind(row["kind"]),
+        name=row["name"],
+        status=JobStatus(row["status"]),
+        config=json.loads(row["config"]),
+        submitted_by=row["submitted_by"],
         created_at=datetime.fromisoformat(row["created_at"]),
         updated_at=datetime.fromisoformat(row["updated_at"]),
-        request_event_id=row["request_event_id"], stage=row["stage"],
-        progress=json.loads(row["progress"]) if row["progress"] else None, reason=row["reason"],
-        result=json.loads(row["result"]), seq=row["seq"],
+        request_event_id=row["request_event_id"],
+        stage=row["stage"],
+        progress=json.loads(row["progress"]) if row["progress"] else None,
+        reason=row["reason"],
+        result=json.loads(row["result"]),
+        seq=row["seq"],
     )
 
 
 def _key(row: sqlite3.Row) -> ApiKeyRecord:
     return ApiKeyRecord(
-        key_id=row["key_id"], name=row["name"], scopes=frozenset(json.loads(row["scopes"])),
-        created_at=datetime.fromisoformat(row["created_at"]), revoked_at=_dt(row["revoked_at"]),
+        key_id=row["key_id"],
+        name=row["name"],
+        scopes=frozenset(json.loads(row["scopes"])),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        revoked_at=_dt(row["revoked_at"]),
         last_used_at=_dt(row["last_used_at"]),
     )

@@ -37,8 +37,13 @@ async def ready(request: Request, response: Response) -> ReadyPublic:
     except Exception as error:
         log.warning("readiness: store unreachable: %s", error)
         response.status_code = 503
-        return ReadyPublic(status="unavailable", store="unreachable", broker="unknown", outbox=None,
-                           detail=f"job store unreachable: {error}")
+        return ReadyPublic(
+            status="unavailable",
+            store="unreachable",
+            broker="unknown",
+            outbox=None,
+            detail=f"job store unreachable: {error}",
+        )
     if relay is None:
         broker, detail = "disabled", "no bus configured: accepted jobs stay in the outbox"
     elif relay.state.broker_reachable is None:
@@ -48,12 +53,16 @@ async def ready(request: Request, response: Response) -> ReadyPublic:
     else:
         broker = "unreachable"
         detail = (
-            f"broker unreachable ({relay.state.last_error}); "
-            f"{backlog.pending} event(s) wait in the outbox"
+            f"broker unreachable ({relay.state.last_error}); {backlog.pending} event(s) wait in the outbox"
         )
     return ReadyPublic(
-        status="ready", store="ok", broker=broker,
-        outbox=OutboxPublic(pending=backlog.pending, oldest_pending_at=backlog.oldest_created_at,
-                            last_error=backlog.last_error),
+        status="ready",
+        store="ok",
+        broker=broker,
+        outbox=OutboxPublic(
+            pending=backlog.pending,
+            oldest_pending_at=backlog.oldest_created_at,
+            last_error=backlog.last_error,
+        ),
         detail=detail,
     )

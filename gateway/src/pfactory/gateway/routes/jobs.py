@@ -58,13 +58,23 @@ def config_error(error: ConfigError, *, detail: str = "the config was refused") 
             where += f":{first.line}:{first.column or 1}"
         where += f" ({first.path}: {first.message})"
     summary = f"{len(issues)} problem{'s' if len(issues) != 1 else ''} in config{where}"
-    return ApiError(422, "invalid_config", f"{detail}: {summary}", summary=summary,
-                    issues=[issue.as_dict() for issue in issues])
+    return ApiError(
+        422,
+        "invalid_config",
+        f"{detail}: {summary}",
+        summary=summary,
+        issues=[issue.as_dict() for issue in issues],
+    )
 
 
 def _body_issue(path: str, message: str, filename: str | None = None) -> ConfigError:
-    return ConfigError([ConfigIssue(file=filename, line=None, column=None, path=path, message=message,
-                                    code="invalid_request")])
+    return ConfigError(
+        [
+            ConfigIssue(
+                file=filename, line=None, column=None, path=path, message=message, code="invalid_request"
+            )
+        ]
+    )
 
 
 async def _read_submission(request: Request, filename: str | None) -> tuple[ValidConfig, JobCreate | None]:
@@ -78,17 +88,30 @@ async def _read_submission(request: Request, filename: str | None) -> tuple[Vali
             raise config_error(issue) from error
         return validate_submission(yaml_text=text, filename=filename or "config.yaml"), None
     if media_type != "application/json":
-        raise ApiError(415, "unsupported_media_type",
-                       f"send application/yaml, text/yaml or application/json, not {media_type!r}")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send application/yaml, text/yaml or application/json, not {media_type!r}",
+        )
     try:
         body = JobCreate.model_validate_json(raw or b"{}")
     except ValidationError as error:
-        raise config_error(ConfigError([
-            ConfigIssue(file=None, line=None, column=None,
+        raise config_error(
+            ConfigError(
+                [
+                    ConfigIssue(
+                        file=None,
+                        line=None,
+                        column=None,
                         path=".".join(str(part) for part in issue["loc"]) or "<root>",
-                        message=issue["msg"], code="invalid_request")
-            for issue in error.errors(include_url=False)
-        ]), detail="the request body was refused") from error
+                        message=issue["msg"],
+                        code="invalid_request",
+                    )
+                    for issue in error.errors(include_url=False)
+                ]
+            ),
+            detail="the request body was refused",
+        ) from error
     name = body.filename or filename
     if body.config_yaml is not None:
         return validate_submission(yaml_text=body.config_yaml, filename=name or "config.yaml"), body
@@ -98,10 +121,19 @@ async def _read_submission(request: Request, filename: str | None) -> tuple[Vali
 def job_public(job: JobRecord) -> JobPublic:
     """The public view of a stored job."""
     return JobPublic(
-        job_id=job.job_id, kind=job.kind, name=job.name, status=job.status, terminal=job.status.terminal,
-        stage=job.stage, progress=ProgressPublic.model_validate(job.progress) if job.progress else None,
-        reason=job.reason, result=job.result, submitted_by=job.submitted_by,
-        request_event_id=job.request_event_id, created_at=job.created_at, updated_at=job.updated_at,
+        job_id=job.job_id,
+        kind=job.kind,
+        name=job.name,
+        status=job.status,
+        terminal=job.status.terminal,
+        stage=job.stage,
+        progress=ProgressPublic.model_validate(job.progress) if job.progress else None,
+        reason=job.reason,
+        result=job.result,
+        submitted_by=job.submitted_by,
+        request_event_id=job.request_event_id,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
     )
 
 
@@ -147,8 +179,15 @@ async def submit_job(
     envelope = Envelope.wrap(event, producer=PRODUCER, correlation_id=job_id)
     now = datetime.now(UTC)
     job = JobRecord(
-        job_id=job_id, kind=config.kind, name=config.name, status=JobStatus.ACCEPTED, config=config.document,
-        submitted_by=key.name, created_at=now, updated_at=now, request_event_id=envelope.event_id,
+        job_id=job_id,
+        kind=config.kind,
+        name=config.name,
+        status=JobStatus.ACCEPTED,
+        config=config.document,
+        submitted_by=key.name,
+        created_at=now,
+        updated_at=now,
+        request_event_id=envelope.event_id,
     )
     await store_of(request).accept_job(job, envelope, event.TOPIC, event.partition_key())
     relay = relay_of(request)
@@ -157,8 +196,9 @@ async def submit_job(
     base = (settings_of(request).public_base_url or "").rstrip("/")
     location = f"{base}/v1/jobs/{job_id}"
     response.headers["Location"] = location
-    return JobCreated(job_id=job_id, kind=config.kind, name=config.name, status=JobStatus.ACCEPTED,
-                      location=location)
+    return JobCreated(
+        job_id=job_id, kind=config.kind, name=config.name, status=JobStatus.ACCEPTED, location=location
+    )
 
 
 def _encode_cursor(seq: int) -> str:
@@ -173,8 +213,10 @@ def _decode_cursor(cursor: str) -> int:
             raise ValueError(text)
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
-        raise config_error(_body_issue("cursor", "not a cursor this API returned (use next_cursor as is)"),
-                           detail="the request was refused") from error
+        raise config_error(
+            _body_issue("cursor", "not a cursor this API returned (use next_cursor as is)"),
+            detail="the request was refused",
+        ) from error
 
 
 @router.get(
@@ -195,8 +237,9 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> JobsPublic:
     before = _decode_cursor(cursor) if cursor else None
-    jobs = await store_of(request).list_jobs(status=status, kind=kind, name=name, limit=limit + 1,
-                                             before_seq=before)
+    jobs = await store_of(request).list_jobs(
+        status=status, kind=kind, name=name, limit=limit + 1, before_seq=before
+    )
     page = jobs[:limit]
     next_cursor = _encode_cursor(page[-1].seq) if len(jobs) > limit else None
     return JobsPublic(data=[job_public(job) for job in page], count=len(page), next_cursor=next_cursor)

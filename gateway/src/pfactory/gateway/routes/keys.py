@@ -19,8 +19,13 @@ _admin = Depends(require_scope(Scope.ADMIN))
 def key_public(record: ApiKeyRecord) -> ApiKeyPublic:
     """The public view of a key (no secret, no hash)."""
     return ApiKeyPublic(
-        key_id=record.key_id, name=record.name, scopes=sorted(record.scopes), created_at=record.created_at,
-        last_used_at=record.last_used_at, revoked_at=record.revoked_at, revoked=record.revoked_at is not None,
+        key_id=record.key_id,
+        name=record.name,
+        scopes=sorted(record.scopes),
+        created_at=record.created_at,
+        last_used_at=record.last_used_at,
+        revoked_at=record.revoked_at,
+        revoked=record.revoked_at is not None,
     )
 
 
