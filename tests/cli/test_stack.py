@@ -84,6 +84,9 @@ def test_submit_is_accepted_and_its_train_request_reaches_the_topic(stack: Stack
     assert job_id in seen, f"no TrainRequested for {job_id} on {topics.TRAIN_REQUESTED}"
     request = seen[job_id].envelope.open_as(TrainRequested)
     assert request.model_name == "credit-default" and seen[job_id].envelope.producer == "gateway"
+    # submit itself showed that same event, where it sits on the bus
+    assert f"TrainRequested on {topics.TRAIN_REQUESTED}" in out
+    assert seen[job_id].envelope.event_id in out
 
     # The trainer picks it up and fails it honestly; watch follows it to the end and exits 1.
     code, out = _cli(stack, "jobs", "watch", job_id, "--timeout", "60")

@@ -19,12 +19,10 @@ from rich.markup import escape
 
 from pfactory.cli.client import ConfigRejected, GatewayClient, GatewayError
 from pfactory.cli.credentials import read_credentials
-from pfactory.cli.events import SeenEvent, find_job_events
+from pfactory.cli.events import REQUEST_TOPICS, SeenEvent, describe, find_job_events
 from pfactory.cli.render import TERMINAL, print_issues, print_jobs
 from pfactory.cli.stack import Stack, StackError, read_stack_state
-from pfactory.contracts import topics
 
-REQUEST_TOPICS = {"materialise": topics.MATERIALISATION_REQUESTED, "train": topics.TRAIN_REQUESTED}
 KIND_ORDER = {"FeatureSet": 0, "Model": 1}
 
 
@@ -138,12 +136,8 @@ def _find_events(console: Console, bootstrap: str, submissions: list[Submission]
             if submission.seen is None:
                 console.print(f"[red]not seen[/]  job {job_id}: no request event on {topic}", soft_wrap=True)
                 continue
-            envelope = submission.seen.envelope
             console.print(
-                f"[green]seen[/]  job {job_id}: [bold]{envelope.type}[/] on {topic} "
-                f"partition {submission.seen.partition} offset {submission.seen.offset}, "
-                f"event {envelope.event_id} from {envelope.producer}",
-                soft_wrap=True,
+                f"[green]seen[/]  job {job_id}: {escape(describe(submission.seen))}", soft_wrap=True
             )
 
 

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pfactory.contracts import topics
 from pfactory.contracts.events import Envelope
+
+REQUEST_TOPICS = {"materialise": topics.MATERIALISATION_REQUESTED, "train": topics.TRAIN_REQUESTED}
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,12 @@ async def find_job_events(
     finally:
         await consumer.stop()
     return found
+
+
+def describe(seen: SeenEvent) -> str:
+    """One line that says which event of a job sits where on the bus."""
+    envelope = seen.envelope
+    return (
+        f"{envelope.type} on {seen.topic} partition {seen.partition} offset {seen.offset}, "
+        f"event {envelope.event_id} from {envelope.producer}"
+    )

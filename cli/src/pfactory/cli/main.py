@@ -7,7 +7,9 @@ start); 4 gave up waiting (``--timeout``).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -34,6 +36,7 @@ from pfactory.cli.client import (
     resolve_api_key,
     resolve_gateway_url,
 )
+from pfactory.cli.events import REQUEST_TOPICS, describe, find_job_events
 from pfactory.cli.render import (
     TERMINAL,
     job_detail_table,
@@ -42,7 +45,7 @@ from pfactory.cli.render import (
     progress_text,
     status_markup,
 )
-from pfactory.cli.stack import DEFAULT_HOME, Stack, StackError
+from pfactory.cli.stack import DEFAULT_HOME, Stack, StackError, read_stack_state
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PLATFORM, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 
@@ -289,8 +292,16 @@ def submit(
     timeout: Annotated[
         float | None, typer.Option(help="With --watch: give up after this many seconds.")
     ] = None,
+    show_event: Annotated[
+        bool,
+        typer.Option(
+            "--show-event/--no-show-event",
+            help="Read the job's request event back from its topic (needs the broker: the local stack's, "
+            "or PF_BUS_BOOTSTRAP_SERVERS).",
+        ),
+    ] = True,
 ) -> None:
-    """Submit a config to the gateway; print the job id and where to follow it."""
+    """Submit a config to the gateway; print the job id, its request event on the bus, and where to follow it."""
     console = _console()
     try:
         text = _read_config(file)
@@ -310,10 +321,29 @@ def submit(
             f"job [bold]{job['job_id']}[/]"
         )
         console.print(f"location  {escape(str(job.get('location', '')))}")
+        if show_event:
+            _print_request_event(console, home, job)
         if not watch:
             console.print(f"follow it with  pfactory jobs watch {job['job_id']}")
             return
         raise typer.Exit(_watch(client, job["job_id"], console, timeout=timeout))
+
+
+def _print_request_event(console: Console, home: Path, job: dict[str, Any]) -> None:
+    state = read_stack_state(home) or {}
+    bootstrap = os.environ.get("PF_BUS_BOOTSTRAP_SERVERS") or state.get("bootstrap_servers")
+    topic = REQUEST_TOPICS.get(str(job.get("kind")))
+    if not bootstrap or not topic:
+        return  # a remote gateway: the bus is not ours to read
+    seen = asyncio.run(find_job_events(str(bootstrap), topic, [str(job["job_id"])], timeout_s=15))
+    if found := seen.get(str(job["job_id"])):
+        console.print(f"event     {escape(describe(found))}", soft_wrap=True)
+    else:
+        console.print(
+            f"[yellow]event not on {topic} yet[/]: the gateway keeps it in its outbox and publishes it "
+            "when the broker answers (check `pfactory jobs show`)",
+            soft_wrap=True,
+        )
 
 
 # -------------------------------------------------------------------------------------- jobs
