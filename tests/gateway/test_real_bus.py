@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pfactory.bus import BusSettings, EmbeddedBroker, EventPublisher, build_broker
+from pfactory.bus import BusSettings, EmbeddedBroker, EventPublisher, build_broker, read_envelopes
 from pfactory.contracts import topics
 from pfactory.contracts.events import Envelope, JobStatus, JobStatusChanged, TrainRequested
 from pfactory.gateway.app import create_app
@@ -22,31 +18,12 @@ async def envelopes_for(
     settings: BusSettings, topic: str, job_id: str, *, timeout: float = 30.0
 ) -> list[Envelope]:
     """Read ``topic`` from the beginning until envelopes of ``job_id`` show up (no consumer group)."""
-    partitions = [TopicPartition(topic, p) for p in range(topics.TOPICS_BY_NAME[topic].partitions)]
-    deadline = time.monotonic() + timeout
-    found: list[Envelope] = []
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+    seen = await read_envelopes(
+        settings, topic, keep=lambda e: e.correlation_id == job_id, count=1, timeout_s=timeout
     )
-    await consumer.start()
-    try:
-        while topic not in await consumer.topics():  # assigning a missing topic would never fetch it
-            if time.monotonic() > deadline:
-                raise AssertionError(f"topic {topic} was not created within {timeout:.0f} s")
-            await asyncio.sleep(0.1)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning()
-        while not found:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no envelope of job {job_id} on {topic} within {timeout:.0f} s")
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    envelope = Envelope.from_bytes(record.value or b"")
-                    if envelope.correlation_id == job_id:
-                        found.append(envelope)
-    finally:
-        await consumer.stop()
-    return found
+    if not seen:
+        raise AssertionError(f"no envelope of job {job_id} on {topic} within {timeout:.0f} s")
+    return [item.envelope for item in seen]
 
 
 async def test_a_submitted_job_reaches_its_topic(
@@ -143,4 +120,17 @@ async def test_a_restarted_gateway_republishes_unfinished_jobs_to_an_emptied_bro
         [again] = await envelopes_for(bus_settings, topics.TRAIN_REQUESTED, job_id, timeout=60)
         assert again.event_id == first.event_id
         assert again == first
+        assert (await client.get(f"/v1/jobs/{job_id}")).json()["status"] == "accepted"
+
+
+async def test_a_running_gateway_republishes_idle_jobs_after_the_broker_lost_them(
+    gateway_settings: GatewaySettings, admin_key: str, bus_settings: BusSettings, tansu: EmbeddedBroker
+) -> None:
+    settings = gateway_settings.model_copy(update={"stale_job_republish_age_s": 1.0})
+    async with serving(create_app(settings, bus=bus_settings), admin_key) as client:
+        job_id = (await client.post("/v1/jobs", content=MODEL_YAML, headers=YAML)).json()["job_id"]
+        [first] = await envelopes_for(bus_settings, topics.TRAIN_REQUESTED, job_id)
+        tansu.restart()  # the gateway keeps running; the broker forgot everything
+        again = await envelopes_for(bus_settings, topics.TRAIN_REQUESTED, job_id, timeout=60)
+        assert {e.event_id for e in again} == {first.event_id}
         assert (await client.get(f"/v1/jobs/{job_id}")).json()["status"] == "accepted"

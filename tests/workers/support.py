@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from pfactory.bus.embedded import free_port
+from pfactory.bus.reading import read_envelopes
 from pfactory.bus.settings import BusSettings
 from pfactory.contracts.events import Envelope, Event
 
@@ -110,30 +111,8 @@ async def collect(
     settings: BusSettings, topic: str, keep: Callable[[Envelope], bool], *, count: int, timeout_s: float
 ) -> list[Envelope]:
     """Read ``topic`` from the beginning until ``count`` envelopes pass ``keep`` (or fail at the deadline)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    found: list[Envelope] = []
-    try:
-        await consumer.topics()  # loads the cluster metadata, partitions included
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            raise AssertionError(f"topic {topic} does not exist")
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        deadline = time.monotonic() + timeout_s
-        while len(found) < count:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"saw {len(found)} of {count} expected envelopes on {topic}: {found}")
-            batches = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
-            for records in batches.values():
-                for record in records:
-                    try:
-                        envelope = Envelope.from_bytes(record.value or b"")
-                    except ValueError:
-                        continue
-                    if keep(envelope):
-                        found.append(envelope)
-    finally:
-        await consumer.stop()
+    seen = await read_envelopes(settings, topic, keep=keep, count=count, timeout_s=timeout_s)
+    found = [item.envelope for item in seen]
+    if len(found) < count:
+        raise AssertionError(f"saw {len(found)} of {count} expected envelopes on {topic}: {found}")
     return found

@@ -17,9 +17,10 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from pfactory.bus.reading import SeenEnvelope
 from pfactory.cli.client import ConfigRejected, GatewayClient, GatewayError
 from pfactory.cli.credentials import read_credentials
-from pfactory.cli.events import REQUEST_TOPICS, SeenEvent, describe, find_job_events
+from pfactory.cli.events import REQUEST_TOPICS, find_job_events
 from pfactory.cli.render import TERMINAL, print_issues, print_jobs
 from pfactory.cli.stack import Stack, StackError, read_stack_state
 
@@ -32,7 +33,7 @@ class Submission:
 
     path: Path
     job: dict[str, Any] | None = None
-    seen: SeenEvent | None = None
+    seen: SeenEnvelope | None = None
 
 
 def example_configs(folder: Path) -> list[Path]:
@@ -137,7 +138,7 @@ def _find_events(console: Console, bootstrap: str, submissions: list[Submission]
                 console.print(f"[red]not seen[/]  job {job_id}: no request event on {topic}", soft_wrap=True)
                 continue
             console.print(
-                f"[green]seen[/]  job {job_id}: {escape(describe(submission.seen))}", soft_wrap=True
+                f"[green]seen[/]  job {job_id}: {escape(submission.seen.describe())}", soft_wrap=True
             )
 
 

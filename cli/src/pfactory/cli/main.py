@@ -36,7 +36,7 @@ from pfactory.cli.client import (
     resolve_api_key,
     resolve_gateway_url,
 )
-from pfactory.cli.events import REQUEST_TOPICS, describe, find_job_events
+from pfactory.cli.events import REQUEST_TOPICS, find_job_events
 from pfactory.cli.render import (
     TERMINAL,
     job_detail_table,
@@ -337,7 +337,7 @@ def _print_request_event(console: Console, home: Path, job: dict[str, Any]) -> N
         return  # a remote gateway: the bus is not ours to read
     seen = asyncio.run(find_job_events(str(bootstrap), topic, [str(job["job_id"])], timeout_s=15))
     if found := seen.get(str(job["job_id"])):
-        console.print(f"event     {escape(describe(found))}", soft_wrap=True)
+        console.print(f"event     {escape(found.describe())}", soft_wrap=True)
     else:
         console.print(
             f"[yellow]event not on {topic} yet[/]: the gateway keeps it in its outbox and publishes it "

@@ -40,6 +40,7 @@ from pfactory.bus.idempotency import (
     SqliteProcessedEvents,
     idempotent,
 )
+from pfactory.bus.reading import SeenEnvelope, read_envelopes, topic_partitions
 from pfactory.bus.settings import BusSettings
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "InMemoryProcessedEvents",
     "LagSample",
     "ProcessedEvents",
+    "SeenEnvelope",
     "SqliteProcessedEvents",
     "TransientError",
     "aiokafka_client_kwargs",
@@ -65,6 +67,8 @@ __all__ = [
     "make_app",
     "make_service_app",
     "publish_answers",
+    "read_envelopes",
     "serve",
     "subscribe",
+    "topic_partitions",
 ]

@@ -59,3 +59,19 @@ class BusSettings(BaseSettings):
         default=False,
         description="Idempotent producer; Tansu rejects InitProducerId, so enable it on real Kafka only.",
     )
+
+
+class ServiceSettings(BaseSettings):
+    """What every worker service shares; each subclasses it with its env prefix and defaults."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    bus: BusSettings = Field(
+        default_factory=BusSettings, description="Kafka connection and delivery (env prefix PF_BUS_)."
+    )
+    group_id: str = Field(description="Consumer group of the service's input topic, shared by its instances.")
+    health_host: str = Field(
+        default="127.0.0.1", description="Interface the /health and /ready endpoints bind."
+    )
+    health_port: int = Field(ge=0, le=65535, description="Port of the /health and /ready endpoints.")
+    log_level: str = Field(default="INFO", description="Python logging level name.")
