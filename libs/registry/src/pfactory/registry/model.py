@@ -41,7 +41,9 @@ class VersionStatus(enum.StrEnum):
 
 
 LEGAL_TRANSITIONS: dict[VersionStatus, frozenset[VersionStatus]] = {
-    VersionStatus.CANDIDATE: frozenset({VersionStatus.APPROVED, VersionStatus.REJECTED, VersionStatus.ARCHIVED}),
+    VersionStatus.CANDIDATE: frozenset(
+        {VersionStatus.APPROVED, VersionStatus.REJECTED, VersionStatus.ARCHIVED}
+    ),
     VersionStatus.APPROVED: frozenset({VersionStatus.LIVE, VersionStatus.REJECTED, VersionStatus.ARCHIVED}),
     VersionStatus.LIVE: frozenset({VersionStatus.ARCHIVED}),
     # an archived version can be approved again to roll back to it
@@ -151,7 +153,9 @@ class ModelVersion(BaseModel):
     config: dict[str, Any] = Field(description="The exact model config that produced the version.")
     metrics: dict[str, MetricValue] = Field(default_factory=dict)
     fairness: dict[str, Any] = Field(default_factory=dict, description="The fairness report.")
-    gates: dict[str, bool] = Field(default_factory=dict, description="Gate name (fairness, validation) → passed.")
+    gates: dict[str, bool] = Field(
+        default_factory=dict, description="Gate name (fairness, validation) → passed."
+    )
     reference_uri: str | None = Field(default=None, description="Reference distributions for drift checks.")
     lineage: Lineage
     status: VersionStatus = VersionStatus.CANDIDATE
@@ -262,3 +266,13 @@ def registered(record: ModelVersion, *, at: datetime | None = None) -> ModelVers
     now = at or utc_now()
     entry = AuditEntry(at=now, actor=record.created_by, action="registered", to=record.status.value)
     return record.model_copy(update={"audit": (entry,)})
+
+
+def check_committable(record: ModelVersion) -> None:
+    """Refuse a first commit that skips the lifecycle (a status past candidate, or aliases)."""
+    if record.status not in (VersionStatus.CANDIDATE, VersionStatus.REJECTED):
+        raise IllegalTransitionError(
+            f"{record.label}: a version is committed as candidate or rejected, not {record.status}"
+        )
+    if record.aliases:
+        raise IllegalTransitionError(f"{record.label}: aliases are set with move_alias after commit")

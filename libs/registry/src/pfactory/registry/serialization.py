@@ -1,0 +1,113 @@
+"""Safe model serialisation: skops only, sha256 checked before anything is parsed, trusted types only."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import skops.io as sio  # type: ignore[import-untyped]
+
+from pfactory.registry.errors import ArtifactIntegrityError, UntrustedTypeError
+
+FORMAT = "skops"
+TRUSTED_MODULE_PREFIXES: tuple[str, ...] = (
+    "sklearn.",
+    "numpy.",
+    "scipy.",
+    "lightgbm.",
+    "xgboost.",
+    "pfactory.adapters.",
+)
+"""Modules whose types a stored model may contain beyond skops' own defaults."""
+
+
+def sha256_hex(data: bytes) -> str:
+    """The sha256 of ``data``, as lowercase hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def dump_model(estimator: object) -> bytes:
+    """Serialise an estimator (any scikit-learn-compatible object) with skops."""
+    data: bytes = sio.dumps(estimator)
+    return data
+
+
+def is_allowed_type(type_name: str, prefixes: Sequence[str] = TRUSTED_MODULE_PREFIXES) -> bool:
+    """True if a fully qualified type name lives under one of the allowed module prefixes."""
+    return any(type_name.startswith(prefix) for prefix in prefixes)
+
+
+def trusted_types_for(
+    data: bytes, *, version_label: str, allowed_prefixes: Sequence[str] = TRUSTED_MODULE_PREFIXES
+) -> list[str]:
+    """The types in a skops file that skops does not trust by default, if all are allowed.
+
+    Args:
+        data: the skops bytes.
+        version_label: the version, for the error message.
+        allowed_prefixes: module prefixes whose types may be trusted.
+
+    Returns:
+        The explicit trusted-types list to load with.
+
+    Raises:
+        UntrustedTypeError: a type outside the allowed prefixes.
+    """
+    untrusted: list[str] = sio.get_untrusted_types(data=data)
+    refused = sorted(name for name in untrusted if not is_allowed_type(name, allowed_prefixes))
+    if refused:
+        raise UntrustedTypeError(
+            f"refusing to load {version_label}: it contains types outside the trusted modules "
+            f"({', '.join(allowed_prefixes)}): {', '.join(refused)}"
+        )
+    return sorted(untrusted)
+
+
+def load_model(
+    data: bytes,
+    *,
+    expected_sha256: str,
+    version_label: str,
+    trusted: Sequence[str] | None = None,
+    allowed_prefixes: Sequence[str] = TRUSTED_MODULE_PREFIXES,
+) -> Any:
+    """Load a stored model after checking its integrity and the types it contains.
+
+    Args:
+        data: the skops bytes, as read from the artifact store.
+        expected_sha256: the sha256 the registry recorded for the version.
+        version_label: the version (e.g. ``model=m/feature_set=f@1/version=3``), named in errors.
+        trusted: an explicit trusted-types list; None computes it from the file with
+            ``skops.io.get_untrusted_types``. Either way every type must be under ``allowed_prefixes``.
+        allowed_prefixes: module prefixes whose types may be trusted.
+
+    Returns:
+        The estimator.
+
+    Raises:
+        ArtifactIntegrityError: the bytes' sha256 is not the expected one (checked first).
+        UntrustedTypeError: the file holds a type that is not trusted or not allowed.
+    """
+    actual = sha256_hex(data)
+    if actual != expected_sha256.lower():
+        raise ArtifactIntegrityError(
+            f"refusing to load {version_label}: sha256 mismatch, registered {expected_sha256} "
+            f"but the artifact hashes to {actual}"
+        )
+    computed = trusted_types_for(data, version_label=version_label, allowed_prefixes=allowed_prefixes)
+    if trusted is not None:
+        outside = sorted({name for name in trusted if not is_allowed_type(name, allowed_prefixes)})
+        if outside:
+            raise UntrustedTypeError(
+                f"refusing to load {version_label}: the trusted list names types outside the trusted "
+                f"modules: {', '.join(outside)}"
+            )
+        missing = sorted(set(computed) - set(trusted))
+        if missing:
+            raise UntrustedTypeError(
+                f"refusing to load {version_label}: it contains types the trusted list omits: "
+                f"{', '.join(missing)}"
+            )
+        computed = sorted(set(trusted))
+    return sio.loads(data, trusted=computed)
