@@ -332,6 +332,24 @@ class RegistrationFailed(Event):
     reason: str
 
 
+@_register
+class ModelVersionChanged(Event):
+    """A registered version's status or aliases changed (the registry's webhook feed)."""
+
+    TOPIC: ClassVar[str] = topics.MODEL_VERSION_CHANGED
+    EVENT_TYPE: ClassVar[str] = "ModelVersionChanged"
+    model_name: str
+    feature_set: FeatureSetRef
+    version: int = Field(ge=1)
+    action: str = Field(description="'status', 'alias_set', 'alias_removed' or 'archived'.")
+    from_status: str | None = None
+    to_status: str | None = None
+    alias: str | None = None
+    actor: str
+    reason: str | None = None
+    override: bool = False
+
+
 # ---------------------------------------------------------------- scheduling
 
 

@@ -32,6 +32,7 @@ MODEL_TRAINED = "pf.model.trained"
 TRAINING_FAILED = "pf.training.failed"
 MODEL_REGISTERED = "pf.model.registered"
 REGISTRATION_FAILED = "pf.registration.failed"
+MODEL_VERSION_CHANGED = "pf.model.version.changed"
 DEPLOYMENT_SCHEDULED = "pf.deployment.scheduled"
 VERSION_ARCHIVED = "pf.version.archived"
 SCORING_REQUESTED = "pf.scoring.requested"
@@ -51,6 +52,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(TRAINING_FAILED, 3, 14 * DAY_MS, "a training job failed"),
     TopicSpec(MODEL_REGISTERED, 6, 30 * DAY_MS, "a model version was registered"),
     TopicSpec(REGISTRATION_FAILED, 3, 14 * DAY_MS, "a registration was refused"),
+    TopicSpec(MODEL_VERSION_CHANGED, 6, 30 * DAY_MS, "a registered version's status or aliases changed"),
     TopicSpec(DEPLOYMENT_SCHEDULED, 3, 30 * DAY_MS, "a version's scoring DAG was scheduled"),
     TopicSpec(VERSION_ARCHIVED, 3, 30 * DAY_MS, "a version was archived when its successor went live"),
     TopicSpec(SCORING_REQUESTED, 6, 7 * DAY_MS, "batch scoring requests"),
