@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import pytest
 
 from pfactory.contracts.events import FeatureSetRef
+from pfactory.registry import sqlite_sql
 from pfactory.registry.dynamodb import DynamoDBVersionIndex
 from pfactory.registry.errors import (
     GateFailedError,
@@ -250,16 +251,31 @@ class TestSqliteVersionIndex(VersionIndexContract):
 
     async def test_reads_use_the_indexes(self, index: SqliteVersionIndex) -> None:
         await register(index, PAIR, "job-a")
-        plans = {
-            "live": "SELECT doc FROM versions WHERE pair = ? AND status = 'live' ORDER BY version DESC LIMIT 1",
-            "list": "SELECT doc FROM versions WHERE pair = ? ORDER BY version DESC LIMIT 51",
-            "changes": "SELECT doc, seq FROM versions WHERE seq > ? ORDER BY seq LIMIT 100",
+        list_live, list_live_params, _ = sqlite_sql.list_sql(PAIR, VersionStatus.LIVE, True, 50, None)
+        plans = {  # the SQL the index runs, and the index that must serve it
+            "live": (sqlite_sql.LIVE_SQL, (str(PAIR),), "versions_by_pair_status (pair=? AND status=?)"),
+            "list": (
+                "SELECT doc FROM versions WHERE pair = ? ORDER BY version DESC LIMIT 51",
+                (str(PAIR),),
+                "PRIMARY KEY (pair=?)",
+            ),
+            "list-live": (
+                list_live,
+                tuple(list_live_params),
+                "versions_by_pair_status (pair=? AND status=?)",
+            ),
+            "changes": (
+                "SELECT doc, seq FROM versions WHERE seq > ? ORDER BY seq LIMIT 100",
+                (0,),
+                "versions_by_seq",
+            ),
         }
         with closing(sqlite3.connect(index.path)) as conn:
-            for name, sql in plans.items():
-                rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", (str(PAIR),) if "pair" in sql else (0,))
+            for name, (sql, params, expected) in plans.items():
+                rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)
                 plan = " ".join(str(row[-1]) for row in rows)
                 assert plan.startswith("SEARCH versions USING"), (name, plan)
+                assert expected in plan, (name, plan)
                 assert "TEMP B-TREE" not in plan, (name, plan)
 
 

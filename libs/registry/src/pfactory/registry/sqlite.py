@@ -16,7 +16,7 @@ from pfactory.registry import model
 from pfactory.registry.errors import NotAllocatedError, VersionNotFoundError
 from pfactory.registry.index import Allocation, ChangeBatch, VersionPage, check_limit, encode_cursor
 from pfactory.registry.model import ModelVersion, PairKey, VersionStatus
-from pfactory.registry.sqlite_sql import SCHEMA, list_sql, query_sql
+from pfactory.registry.sqlite_sql import LIVE_SQL, SCHEMA, list_sql, query_sql
 
 T = TypeVar("T")
 
@@ -296,10 +296,7 @@ class SqliteVersionIndex:
         """See ``VersionLifecycle.get_live``."""
 
         def _get() -> ModelVersion | None:
-            row = self._one(
-                "SELECT doc FROM versions WHERE pair = ? AND status = 'live' ORDER BY version DESC LIMIT 1",
-                (str(pair),),
-            )
+            row = self._one(LIVE_SQL, (str(pair),))
             return None if row is None else ModelVersion.model_validate_json(row[0])
 
         return await self._run(_get)

@@ -35,6 +35,15 @@ Paged = tuple[str, list[Any], tuple[int, ...]]
 """SQL, its parameters (the limit fetched is one more than the page), and the sort-key columns."""
 
 
+# INDEXED BY: without ANALYZE statistics SQLite prefers the primary key (pair, version) for the
+# ORDER BY and filters status row by row, which grows with the pair's versions (measured: x7 from 10
+# to 1,000 versions); the status index answers with one seek.
+LIVE_SQL = (
+    "SELECT doc FROM versions INDEXED BY versions_by_pair_status "
+    "WHERE pair = ? AND status = 'live' ORDER BY version DESC LIMIT 1"
+)
+
+
 def list_sql(
     pair: PairKey, status: VersionStatus | None, newest_first: bool, limit: int, cursor: str | None
 ) -> Paged:
@@ -49,7 +58,8 @@ def list_sql(
         where.append("version < ?" if newest_first else "version > ?")
         params.append(int(decode_cursor(cursor)[0]))
     order = "DESC" if newest_first else "ASC"
-    sql = f"SELECT doc, version FROM versions WHERE {' AND '.join(where)} ORDER BY version {order} LIMIT ?"
+    table = "versions INDEXED BY versions_by_pair_status" if status is not None else "versions"
+    sql = f"SELECT doc, version FROM {table} WHERE {' AND '.join(where)} ORDER BY version {order} LIMIT ?"
     return sql, [*params, limit + 1], (1,)
 
 
