@@ -118,12 +118,12 @@ async def bench_backend(
             await index.transition(PAIR, 1, VersionStatus.APPROVED, actor="bench")
             await index.transition(PAIR, 1, VersionStatus.LIVE, actor="bench")
             live_set = True
+        live = await timed(lambda: index.get_live(PAIR), samples)  # reads first, at exactly `size` versions
+        listing = await timed(lambda: index.list_versions(PAIR, limit=50), samples)
+        page = await index.list_versions(PAIR, limit=min(size, 50))
+        assert len(page.items) == min(size, 50) and (await index.get_live(PAIR)) is not None
         fresh_jobs = itertools.count(10**9 + have)  # new job ids: a repeated id would be an idempotent replay
         reg = await timed(lambda jobs=fresh_jobs: register(index, next(jobs)), samples)
-        live = await timed(lambda: index.get_live(PAIR), samples)
-        listing = await timed(lambda: index.list_versions(PAIR, limit=50), samples)
-        page = await index.list_versions(PAIR, limit=50)
-        assert len(page.items) == 50 and (await index.get_live(PAIR)) is not None
         have += samples  # registrations measured above add versions too
         results[size] = {
             name_: (statistics.median(v), p99(v))
