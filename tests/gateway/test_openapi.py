@@ -18,6 +18,15 @@ async def test_openapi_lists_every_path_with_security_and_errors(gateway_setting
         "/v1/keys/{key_id}",
         "/health",
         "/ready",
+        "/v1/models",
+        "/v1/models/{name}",
+        "/v1/models/{name}/versions",
+        "/v1/models/{name}/versions/{version}",
+        "/v1/models/{name}/versions/{version}/artifact",
+        "/v1/models/{name}/versions/{version}/card",
+        "/v1/models/{name}/aliases/{alias}",
+        "/v1/lineage/feature-sets/{name}/versions",
+        "/v1/lineage/source-columns",
     }
     schemes = document["components"]["securitySchemes"]
     assert schemes["HTTPBearer"]["scheme"] == "bearer"

@@ -24,7 +24,7 @@ from pfactory.registry.errors import (
     NotAllocatedError,
     VersionNotFoundError,
 )
-from pfactory.registry.index import VersionIndex, VersionLifecycle
+from pfactory.registry.index import ModelCatalog, VersionIndex, VersionLifecycle
 from pfactory.registry.model import ModelVersion, PairKey, VersionStatus
 from pfactory.registry.settings import DynamoDBVersionIndexSettings
 from pfactory.registry.sqlite import SqliteVersionIndex
@@ -216,6 +216,48 @@ class VersionIndexContract:
         assert [(r.version, r.aliases) for r in third.items] == [(2, frozenset({"champion"}))]
         paged = await index.changes_since(0, limit=1)
         assert len(paged.items) == 1 and paged.cursor >= 1
+
+    # ---- alias removal and the model catalog
+
+    async def test_remove_alias_takes_it_from_its_holder_with_an_audit_entry(self, index: Index) -> None:
+        await register(index, PAIR, "job-a")
+        with pytest.raises(VersionNotFoundError, match="champion"):
+            await index.remove_alias(PAIR, "champion", actor="alice")
+        await index.move_alias(PAIR, "champion", 1, actor="alice")
+        removed = await index.remove_alias(PAIR, "champion", actor="bob", reason="retired")
+        assert removed.aliases == frozenset() and await index.get(PAIR, 1) == removed
+        entry = removed.audit[-1]
+        assert (entry.action, entry.actor, entry.from_, entry.reason) == (
+            "alias_removed",
+            "bob",
+            "champion",
+            "retired",
+        )
+        with pytest.raises(VersionNotFoundError, match="champion"):
+            await index.get_by_alias(PAIR, "champion")
+        await index.move_alias(PAIR, "champion", 1, actor="alice")  # the alias can be given again
+        assert (await index.get_by_alias(PAIR, "champion")).version == 1
+
+    async def test_catalog_lists_models_and_pairs_with_committed_versions(self, index: Index) -> None:
+        assert isinstance(index, ModelCatalog)
+        assert (await index.list_models()).items == []
+        await index.allocate(PairKey.of("pending_only", "credit_features", "3"), "job-p")  # never committed
+        other_fs = PairKey.of("credit_default", "bureau_features", "1")
+        for pair in (PAIR, OTHER_PAIR, other_fs):
+            await register(index, pair, "job-a")
+        await register(index, PAIR, "job-b")
+        names, cursor = [], None
+        while True:
+            page = await index.list_models(limit=1, cursor=cursor)
+            names.append(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert names == [["credit_default"], ["credit_limit"]]
+        assert (await index.list_models(limit=5)).items == ["credit_default", "credit_limit"]
+        assert await index.list_pairs("credit_default") == [other_fs, PAIR]
+        assert await index.list_pairs("credit_limit") == [OTHER_PAIR]
+        assert await index.list_pairs("pending_only") == []
 
 
 class TestSqliteVersionIndex(VersionIndexContract):

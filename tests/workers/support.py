@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +58,21 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, log: Ca
 
 
 @contextmanager
-def running_worker(name: str, settings: BusSettings, log_dir: Path) -> Iterator[WorkerProcess]:
-    """Run ``python -m pfactory.<name>`` against the test broker with its own consumer group."""
+def running_worker(
+    name: str,
+    settings: BusSettings,
+    log_dir: Path,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    group_id: str | None = None,
+) -> Iterator[WorkerProcess]:
+    """Run ``python -m pfactory.<name>`` against the test broker with its own consumer group.
+
+    ``extra_env`` adds or overrides environment variables; ``group_id`` reuses a consumer group
+    (e.g. to restart a worker and see the records its predecessor left uncommitted).
+    """
     port = free_port()
-    group_id = f"test-{name}-{uuid.uuid4().hex[:8]}"
+    group_id = group_id or f"test-{name}-{uuid.uuid4().hex[:8]}"
     prefix = f"PF_{name.upper()}_"
     env = {
         **os.environ,
@@ -71,6 +82,7 @@ def running_worker(name: str, settings: BusSettings, log_dir: Path) -> Iterator[
         f"{prefix}HEALTH_PORT": str(port),
         f"{prefix}GROUP_ID": group_id,
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:

@@ -1,4 +1,4 @@
-"""A small HTTP client for the gateway's jobs API, turning failures into advice."""
+"""A small HTTP client for the gateway's jobs and registry APIs, turning failures into advice."""
 
 from __future__ import annotations
 
@@ -34,6 +34,18 @@ class JobNotFound(GatewayError):
     """The gateway knows no job with that id."""
 
     exit_code = 1
+
+
+class RegistryRefused(GatewayError):
+    """The registry answered 404, 409 or 422: no such model/version/alias, or a refused change."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, status_code: int, code: str, body: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.body = body
 
 
 @dataclass
@@ -139,6 +151,102 @@ class GatewayClient:
         }
         return self._json(self._request("GET", "/v1/jobs", params=params))
 
+    # ------------------------------------------------------------------ registry
+
+    def list_models(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """GET a page of models: ``{"data": [{"name", "pairs": [...]}], "count", "next_cursor"}``."""
+        return self._registry_json(
+            self._request("GET", "/v1/models", params=_params(limit=limit, cursor=cursor))
+        )
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        """GET one model and its pairs."""
+        return self._registry_json(self._request("GET", f"/v1/models/{name}"))
+
+    def list_versions(
+        self,
+        name: str,
+        *,
+        feature_set: str | None = None,
+        status: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """GET a page of one pair's versions."""
+        params = _params(feature_set=feature_set, status=status, sort=sort, limit=limit, cursor=cursor)
+        return self._registry_json(self._request("GET", f"/v1/models/{name}/versions", params=params))
+
+    def get_version(self, name: str, version: int, *, feature_set: str | None = None) -> dict[str, Any]:
+        """GET one version with everything the registry holds."""
+        path = f"/v1/models/{name}/versions/{version}"
+        return self._registry_json(self._request("GET", path, params=_params(feature_set=feature_set)))
+
+    def get_card(self, name: str, version: int, *, fmt: str, feature_set: str | None = None) -> str:
+        """GET a version's model card as text (``json``, ``md`` or ``html``)."""
+        path = f"/v1/models/{name}/versions/{version}/card"
+        response = self._request("GET", path, params=_params(format=fmt, feature_set=feature_set))
+        if not response.is_success:
+            self._registry_json(response)
+        return response.text
+
+    def update_status(
+        self,
+        name: str,
+        version: int,
+        status: str,
+        *,
+        reason: str | None = None,
+        override: bool = False,
+        feature_set: str | None = None,
+    ) -> dict[str, Any]:
+        """PATCH a version's status (admin key); returns the version as changed."""
+        body: dict[str, Any] = {"status": status, "override": override}
+        if reason is not None:
+            body["reason"] = reason
+        path = f"/v1/models/{name}/versions/{version}"
+        return self._registry_json(
+            self._request("PATCH", path, json=body, params=_params(feature_set=feature_set))
+        )
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, feature_set: str | None = None
+    ) -> dict[str, Any]:
+        """PUT an alias on a version (admin key); returns the version now holding it."""
+        path = f"/v1/models/{name}/aliases/{alias}"
+        return self._registry_json(
+            self._request("PUT", path, json={"version": version}, params=_params(feature_set=feature_set))
+        )
+
+    def _registry_json(self, response: httpx.Response) -> dict[str, Any]:
+        if response.status_code not in (404, 409, 422):
+            return self._json(response)
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        message = _detail_text(response)
+        if body.get("code") == "ambiguous_feature_set":
+            example = str((body.get("feature_sets") or ["<name>@<version>"])[0])
+            message = (
+                f"{message.split('; choose')[0]}; choose one with --feature-set, e.g. --feature-set {example}"
+            )
+        elif body.get("code") == "gate_failed":
+            message += "; to go ahead anyway, pass --override with --reason '<why>' (it is recorded)"
+        elif body.get("code") == "illegal_transition" and body.get("allowed") is not None:
+            allowed = ", ".join(body["allowed"]) or "nothing (it is final)"
+            message += f" (from {body.get('from_status')} it may move to: {allowed})"
+        elif body.get("issues"):
+            message = "; ".join(
+                f"{issue.get('path')}: {issue.get('message')}"
+                for issue in body["issues"]
+                if isinstance(issue, dict)
+            )
+        raise RegistryRefused(
+            message, status_code=response.status_code, code=str(body.get("code", "")), body=body
+        )
+
     # ------------------------------------------------------------------ internals
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -173,6 +281,11 @@ class GatewayClient:
             f"{response.request.method} {response.request.url.path} failed with "
             f"{response.status_code}: {_detail_text(response)}"
         )
+
+
+def _params(**values: object) -> dict[str, str]:
+    """Query parameters, leaving out the unset ones."""
+    return {key: str(value) for key, value in values.items() if value is not None}
 
 
 def _detail_text(response: httpx.Response) -> str:

@@ -1,6 +1,7 @@
-"""``pfactory``: run the embedded stack, validate and submit configs, follow jobs.
+"""``pfactory``: run the embedded stack, validate and submit configs, follow jobs, browse the registry.
 
-Exit codes: 0 done; 1 the input or the job failed (invalid config, failed job, unknown job);
+Exit codes: 0 done; 1 the input or the job failed (invalid config, failed job, unknown job or
+model version, a change the registry refused);
 2 usage error; 3 the platform could not be used (gateway unreachable, key refused, stack did not
 start); 4 gave up waiting (``--timeout``).
 """
@@ -14,7 +15,7 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,14 +30,23 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pfactory.cli.client import (
-    ConfigRejected,
-    GatewayClient,
-    GatewayError,
-    resolve_api_key,
-    resolve_gateway_url,
+from pfactory.cli.client import ConfigRejected, GatewayClient, GatewayError
+from pfactory.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PLATFORM,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    HomeOption,
+    KeyOption,
+    UrlOption,
 )
+from pfactory.cli.common import client as _client
+from pfactory.cli.common import console as _console
+from pfactory.cli.common import err_console as _err_console
+from pfactory.cli.common import fail as _fail
 from pfactory.cli.events import REQUEST_TOPICS, find_job_events
+from pfactory.cli.models import models_app
 from pfactory.cli.render import (
     TERMINAL,
     job_detail_table,
@@ -46,8 +56,6 @@ from pfactory.cli.render import (
     status_markup,
 )
 from pfactory.cli.stack import DEFAULT_HOME, Stack, StackError, read_stack_state
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PLATFORM, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 
 app = typer.Typer(
     name="pfactory",
@@ -61,45 +69,7 @@ jobs_app = typer.Typer(help="List, show and follow jobs.", no_args_is_help=True)
 schema_app = typer.Typer(help="JSON Schemas of the config kinds (for editors and CI).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(schema_app, name="schema")
-
-HomeOption = Annotated[
-    Path,
-    typer.Option(
-        "--home",
-        envvar="PF_HOME",
-        help="The local stack's folder (credentials, logs, data).",
-        show_default=True,
-    ),
-]
-UrlOption = Annotated[
-    str | None,
-    typer.Option("--url", help="Gateway URL [default: $PF_GATEWAY_URL, the running stack's, or :8080]."),
-]
-KeyOption = Annotated[
-    str | None,
-    typer.Option("--api-key", help="API key [default: $PF_API_KEY, else <home>/credentials.json]."),
-]
-
-
-def _console() -> Console:
-    # soft_wrap: a diagnostic or a path is never broken over lines, so it can be grepped and clicked.
-    return Console(highlight=False, soft_wrap=True)
-
-
-def _err_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    _err_console().print(f"[red]error:[/] {escape(message)}")
-    raise typer.Exit(code)
-
-
-def _client(url: str | None, api_key: str | None, home: Path) -> GatewayClient:
-    try:
-        return GatewayClient(resolve_gateway_url(url, home), resolve_api_key(api_key, home))
-    except GatewayError as error:
-        _fail(str(error), error.exit_code)
+app.add_typer(models_app, name="models")
 
 
 # ---------------------------------------------------------------------------------------- up

@@ -132,3 +132,129 @@ def job_detail_table(job: Mapping[str, Any]) -> Table:
             shown = escape(str(value)) if value not in (None, "") else "-"
         table.add_row(escape(str(key)), shown)
     return table
+
+
+# ------------------------------------------------------------------------------------ registry
+
+VERSION_STATUS_STYLE = {
+    "candidate": "cyan",
+    "approved": "blue",
+    "live": "green",
+    "archived": "dim",
+    "rejected": "red",
+}
+
+
+def version_status_markup(status: str | None) -> str:
+    """A version status, coloured."""
+    value = status or "?"
+    return f"[{VERSION_STATUS_STYLE.get(value, 'white')}]{escape(value)}[/]"
+
+
+def _number(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def models_table(models: Iterable[Mapping[str, Any]]) -> Table:
+    """One row per pair: model, feature set, newest and live version."""
+    table = Table(title="registered models", title_justify="left")
+    for column in ("model", "feature set", "latest", "live"):
+        table.add_column(column, no_wrap=column != "model", overflow="fold")
+    for model in models:
+        for pair in model.get("pairs", []):
+            table.add_row(
+                f"[bold]{escape(str(model.get('name', '')))}[/]",
+                escape(str(pair.get("feature_set", ""))),
+                _number(pair.get("latest_version")),
+                f"[green]{_number(pair.get('live_version'))}[/]" if pair.get("live_version") else "-",
+            )
+    return table
+
+
+def _metric_text(metrics: Mapping[str, Any]) -> str:
+    parts = []
+    for name, metric in sorted(metrics.items()):
+        value = metric.get("value") if isinstance(metric, Mapping) else metric
+        text = f"{name} {value:.4g}" if isinstance(value, int | float) else f"{name} {value}"
+        if (
+            isinstance(metric, Mapping)
+            and metric.get("ci_low") is not None
+            and metric.get("ci_high") is not None
+        ):
+            text += f" [{metric['ci_low']:.3g}, {metric['ci_high']:.3g}]"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def versions_table(versions: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """A pair's versions: number, status, aliases, failed gates, metrics, registered."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("version", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for column in ("aliases", "failed gates", "metrics", "registered"):
+        table.add_column(column, overflow="fold")
+    for version in versions:
+        failed = version.get("failed_gates") or []
+        table.add_row(
+            str(version.get("version", "")),
+            version_status_markup(version.get("status")),
+            escape(", ".join(version.get("aliases") or [])) or "-",
+            f"[red]{escape(', '.join(failed))}[/]" if failed else "-",
+            escape(_metric_text(version.get("metrics") or {})) or "-",
+            escape(f"{_short_time(version.get('created_at'))} by {version.get('created_by', '?')}"),
+        )
+    return table
+
+
+def _window(lineage: Mapping[str, Any]) -> str:
+    start, end = lineage.get("start_ds"), lineage.get("end_ds")
+    return f"{start or '?'} to {end or '?'}" if start or end else "not recorded"
+
+
+def version_detail(console: Console, version: Mapping[str, Any]) -> None:
+    """One version: identity, artifact, provenance, evaluation, then its audit trail."""
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    artifact = version.get("artifact") or {}
+    lineage = version.get("lineage") or {}
+    failed = version.get("failed_gates") or []
+    rows = [
+        ("model", escape(str(version.get("model_name", "")))),
+        ("feature set", escape(str(version.get("feature_set", "")))),
+        ("version", str(version.get("version", ""))),
+        ("status", version_status_markup(version.get("status"))),
+        ("aliases", escape(", ".join(version.get("aliases") or [])) or "-"),
+        (
+            "gates",
+            escape(
+                ", ".join(f"{k} {'pass' if v else 'FAIL'}" for k, v in (version.get("gates") or {}).items())
+            )
+            or "-",
+        ),
+        ("failed gates", f"[red]{escape(', '.join(failed))}[/]" if failed else "-"),
+        ("metrics", escape(_metric_text(version.get("metrics") or {})) or "-"),
+        ("framework", escape(str(version.get("framework", "")))),
+        ("artifact", escape(f"{artifact.get('uri', '')} ({artifact.get('size_bytes', '?')} bytes)")),
+        ("sha256", escape(str(artifact.get("sha256", "")))),
+        ("trained on", escape(_window(lineage))),
+        ("rows", escape(", ".join(f"{k}: {v}" for k, v in (lineage.get("row_counts") or {}).items())) or "-"),
+        ("job", escape(str(version.get("allocation_key", "")))),
+        ("registered", escape(f"{version.get('created_at', '')} by {version.get('created_by', '')}")),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    audit = Table(title="audit trail", title_justify="left")
+    for column in ("when", "who", "action", "change", "reason"):
+        audit.add_column(column, overflow="fold")
+    for entry in version.get("audit") or []:
+        change = " → ".join(str(part) for part in (entry.get("from"), entry.get("to")) if part)
+        audit.add_row(
+            escape(_short_time(entry.get("at"))),
+            escape(str(entry.get("actor", ""))),
+            escape(str(entry.get("action", ""))),
+            escape(change) or "-",
+            escape(str(entry.get("reason") or "")),
+        )
+    console.print(audit)

@@ -72,12 +72,20 @@ GATEWAY = ServiceSpec(
         "PF_GATEWAY_DATA_DIR": "{home}",
         "PF_GATEWAY_BOOTSTRAP_ADMIN_KEY": "{api_key}",
         "PF_GATEWAY_PUBLIC_BASE_URL": "http://127.0.0.1:{port}",
+        "PF_REGISTRY_DATA_DIR": "{home}/registry",
     },
 )
 WORKERS: tuple[ServiceSpec, ...] = (
     ServiceSpec("materialiser", "pfactory.materialiser", 8102, "PF_MATERIALISER_HEALTH_PORT"),
     ServiceSpec("trainer", "pfactory.trainer", 8101, "PF_TRAINER_HEALTH_PORT"),
-    ServiceSpec("registrar", "pfactory.registrar", 8103, "PF_REGISTRAR_HEALTH_PORT"),
+    # the registrar writes the registry the gateway reads: one folder and SQLite file for both
+    ServiceSpec(
+        "registrar",
+        "pfactory.registrar",
+        8103,
+        "PF_REGISTRAR_HEALTH_PORT",
+        {"PF_REGISTRY_DATA_DIR": "{home}/registry"},
+    ),
     ServiceSpec("scheduler", "pfactory.scheduler", 8104, "PF_SCHEDULER_HEALTH_PORT"),
     ServiceSpec("scorer", "pfactory.scorer", 8105, "PF_SCORER_HEALTH_PORT"),
 )

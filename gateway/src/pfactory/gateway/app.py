@@ -17,16 +17,18 @@ from pfactory.contracts.events import Envelope
 from pfactory.gateway.auth import ALL_SCOPES, install_api_key
 from pfactory.gateway.errors import ApiError, api_error_handler
 from pfactory.gateway.outbox import OutboxRelay
-from pfactory.gateway.routes import health, jobs, keys
+from pfactory.gateway.routes import aliases, health, jobs, keys, lineage, models
 from pfactory.gateway.settings import GatewaySettings
 from pfactory.gateway.sink import EnvelopeSink, StatusFeed
 from pfactory.gateway.status import apply_status_envelope
 from pfactory.gateway.store import GatewayStore
+from pfactory.registry.wiring import Registry, build_registry
 
 log = logging.getLogger("pfactory.gateway")
 
 DESCRIPTION = """\
-Submit FeatureSet and Model configs, follow their jobs, manage API keys.
+Submit FeatureSet and Model configs, follow their jobs, browse and govern the model registry
+(versions, status, aliases, artifacts, model cards, lineage), manage API keys.
 
 Every call but `/health` and `/ready` needs an API key (`Authorization: Bearer pf_…` or
 `X-API-Key: pf_…`) holding the scope the endpoint names: `submit`, `read` or `admin`
@@ -35,6 +37,12 @@ Every call but `/health` and `/ready` needs an API key (`Authorization: Bearer p
 
 TAGS = [
     {"name": "jobs", "description": "Submit configs and follow the jobs they start."},
+    {
+        "name": "models",
+        "description": "The model registry: models, their feature-set pairs and versions; status changes and "
+        "aliases (admin scope), each published as a ModelVersionChanged event; artifacts; model cards.",
+    },
+    {"name": "lineage", "description": "Which versions were trained on what."},
     {"name": "keys", "description": "API key administration (admin scope)."},
     {"name": "health", "description": "Liveness and readiness probes (no authentication)."},
 ]
@@ -123,8 +131,9 @@ def create_app(
     store: GatewayStore | None = None,
     bus: BusSettings | None = None,
     status_feed: StatusFeed | None = None,
+    registry: Registry | None = None,
 ) -> FastAPI:
-    """The gateway app; its lifespan opens the store, starts the relay and follows job status.
+    """The gateway app; its lifespan opens the store and the registry, starts the relay, follows job status.
 
     Args:
         settings: gateway settings.
@@ -132,6 +141,8 @@ def create_app(
         store: use this store (left open at shutdown) instead of the settings' SQLite file.
         bus: Kafka settings (defaults to ``PF_BUS_*`` when the bus is enabled and no sink is given).
         status_feed: follow job status from this instead of Kafka.
+        registry: use these registry stores (left open at shutdown) instead of building them from
+            ``settings.registry_settings()``.
 
     Returns:
         The FastAPI app.
@@ -141,6 +152,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         parts = build(settings, sink=sink, store=store, bus=bus, status_feed=status_feed)
         app.state.store = parts.store
+        app.state.registry = registry or await build_registry(settings.registry_settings())
         if settings.bootstrap_admin_key is not None:
             await install_api_key(
                 parts.store, settings.bootstrap_admin_key.get_secret_value(), "bootstrap-admin", ALL_SCOPES
@@ -176,6 +188,8 @@ def create_app(
                 await parts.sink.close()
             if store is None:
                 await parts.store.close()
+            if registry is None:
+                await app.state.registry.close()
 
     app = FastAPI(
         title="Prediction Factory gateway",
@@ -188,6 +202,9 @@ def create_app(
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.include_router(jobs.router)
+    app.include_router(models.router)
+    app.include_router(aliases.router)
+    app.include_router(lineage.router)
     app.include_router(keys.router)
     app.include_router(health.router)
     return app

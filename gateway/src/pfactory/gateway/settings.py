@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pfactory.registry.wiring import RegistrySettings
+
 API_KEY_PATTERN = re.compile(r"^pf_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{32,})$")
 
 
@@ -56,6 +58,22 @@ class GatewaySettings(BaseSettings):
         description="Absolute URL clients reach the gateway at; makes Location headers absolute.",
     )
 
+    registry: RegistrySettings | None = Field(
+        default=None,
+        description=(
+            "The registry's backends. None: read PF_REGISTRY_* (embedded folder + SQLite by default), "
+            "with the embedded data under <data_dir>/registry unless PF_REGISTRY_DATA_DIR is set."
+        ),
+    )
+    artifact_verify_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Artifacts up to this size are hashed before a download starts, so a tampered one is refused "
+            "with 409 instead of aborted mid-stream (every download is also checked as it streams)."
+        ),
+    )
+
     @field_validator("bootstrap_admin_key")
     @classmethod
     def _key_has_the_api_key_format(cls, value: SecretStr | None) -> SecretStr | None:
@@ -70,3 +88,12 @@ class GatewaySettings(BaseSettings):
     def database_path(self) -> Path:
         """The SQLite file actually used."""
         return self.sqlite_path or self.data_dir / "gateway.db"
+
+    def registry_settings(self) -> RegistrySettings:
+        """The registry settings actually used (see ``registry``)."""
+        if self.registry is not None:
+            return self.registry
+        from_env = RegistrySettings()
+        if "data_dir" in from_env.model_fields_set:
+            return from_env
+        return from_env.model_copy(update={"data_dir": self.data_dir / "registry"})

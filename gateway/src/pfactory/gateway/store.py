@@ -6,6 +6,7 @@ The Protocols name the roles; :mod:`pfactory.gateway.adapters.sqlite` is the bac
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -42,6 +43,15 @@ class OutboxRow:
     topic: str
     key: str | None
     attempts: int
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """An envelope to write to the outbox, with where it goes."""
+
+    envelope: Envelope
+    topic: str
+    key: str | None
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,9 @@ class JobStore(Protocol):
 
 class Outbox(Protocol):
     """Envelopes accepted but not yet confirmed published."""
+
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
+        """Write envelopes that belong to no job to the outbox, all in one transaction (registry changes)."""
 
     async def pending(self, limit: int) -> list[OutboxRow]:
         """Return unpublished rows in the order they were written."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +16,7 @@ from pfactory.gateway.store import (
     ApiKeyRecord,
     JobRecord,
     OutboxBacklog,
+    OutboxEntry,
     OutboxRow,
     StatusOutcome,
 )
@@ -262,6 +263,18 @@ class SqliteGatewayStore:
         return await self._tx(requeue)
 
     # ------------------------------------------------------------------ outbox
+
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
+        """Insert outbox rows that belong to no job, in one transaction."""
+        now = _now()
+        rows = [(entry.envelope.model_dump_json(), entry.topic, entry.key, now) for entry in entries]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO outbox (envelope, topic, key, created_at) VALUES (?, ?, ?, ?)", rows
+            )
+
+        await self._tx(insert)
 
     async def pending(self, limit: int) -> list[OutboxRow]:
         """Unpublished rows in insertion order."""

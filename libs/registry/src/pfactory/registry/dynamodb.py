@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 from pfactory.registry import dynamodb_items as di
 from pfactory.registry import model
 from pfactory.registry.dynamodb_reads import DynamoDBReads
-from pfactory.registry.errors import ConcurrentUpdateError, NotAllocatedError
+from pfactory.registry.errors import ConcurrentUpdateError, NotAllocatedError, VersionNotFoundError
 from pfactory.registry.index import Allocation
 from pfactory.registry.model import ModelVersion, PairKey, VersionStatus
 
@@ -182,7 +182,8 @@ class DynamoDBVersionIndex(DynamoDBReads):
                     },
                 }
             }
-            return stored if await self._transact([(stored, None)], [mark]) else None
+            catalog = [{"Put": {"TableName": self.table, "Item": item}} for item in di.catalog_items(pair)]
+            return stored if await self._transact([(stored, None)], [mark, *catalog]) else None
 
         return await self._retrying(attempt, record.label)
 
@@ -232,5 +233,29 @@ class DynamoDBVersionIndex(DynamoDBReads):
                 put_pointer["ConditionExpression"] = "version = :held"
                 put_pointer["ExpressionAttributeValues"] = {":held": di.n(held_by)}
             return moved if await self._transact(changes, [{"Put": put_pointer}]) else None
+
+        return await self._retrying(attempt, f"{pair} alias {alias!r}")
+
+    async def remove_alias(
+        self, pair: PairKey, alias: str, *, actor: str, reason: str | None = None
+    ) -> ModelVersion:
+        """See ``VersionLifecycle.remove_alias``: pointer delete and holder update in one transaction."""
+
+        async def attempt() -> ModelVersion | None:
+            pointer = await self._get_item(di.alias_key(pair, alias))
+            if pointer is None:
+                raise VersionNotFoundError(f"{pair}: no version holds the alias {alias!r}")
+            held_by = int(pointer["version"]["N"])
+            holder, rev = await self._read(pair, held_by)
+            changed = model.remove_alias(holder, alias, actor=actor, reason=reason)
+            delete_pointer = {
+                "Delete": {
+                    "TableName": self.table,
+                    "Key": di.alias_key(pair, alias),
+                    "ConditionExpression": "version = :held",
+                    "ExpressionAttributeValues": {":held": di.n(held_by)},
+                }
+            }
+            return changed if await self._transact([(changed, rev)], [delete_pointer]) else None
 
         return await self._retrying(attempt, f"{pair} alias {alias!r}")

@@ -11,6 +11,8 @@ alias pointer        ``PAIR#<pair>``               ``#ALIAS#<alias>`` (version)
 version              ``PAIR#<pair>``               ``V#<version, 10 digits>`` (doc, status, rev, seq)
 change-log head      ``#CHANGES``                  ``#HEAD`` (seq)
 change-log entry     ``#CHANGES``                  ``<seq, 20 digits>`` (pair, version, expires_at)
+model catalog        ``#MODELS``                   ``<model name>`` (written with a first commit)
+pair catalog         ``MODEL#<model name>``        ``PAIR#<pair>`` (written with a pair's first commit)
 ===================  ============================  =============================================
 
 GSI ``by_status``: ``gsi1pk = STATUS#<status>``, ``gsi1sk = <pair>#<version>`` (get-live, list by
@@ -28,6 +30,8 @@ from pfactory.registry.model import ModelVersion, PairKey
 STATUS_INDEX = "by_status"
 FEATURE_SET_INDEX = "by_feature_set"
 CHANGES_PK = "#CHANGES"
+MODELS_PK = "#MODELS"
+PAIR_SK_PREFIX = "PAIR#"
 CHANGES_HEAD_SK = "#HEAD"
 VERSION_SK_PREFIX = "V#"
 
@@ -72,6 +76,19 @@ def allocation_key(pair: PairKey, idempotency_key: str) -> Item:
 def alias_key(pair: PairKey, alias: str) -> Item:
     """Primary key of an alias pointer."""
     return {"pk": s(pair_pk(pair)), "sk": s(f"#ALIAS#{alias}")}
+
+
+def model_pk(model_name: str) -> str:
+    """Partition key of a model's pair catalog."""
+    return f"MODEL#{model_name}"
+
+
+def catalog_items(pair: PairKey) -> list[Item]:
+    """The catalog items a commit writes (idempotent puts): the model's name and the pair."""
+    return [
+        {"pk": s(MODELS_PK), "sk": s(pair.model_name)},
+        {"pk": s(model_pk(pair.model_name)), "sk": s(f"{PAIR_SK_PREFIX}{pair}"), "pair": s(str(pair))},
+    ]
 
 
 def change_sk(seq: int) -> str:

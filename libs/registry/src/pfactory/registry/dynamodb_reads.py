@@ -11,7 +11,14 @@ import aioboto3  # type: ignore[import-untyped]
 from pfactory.contracts.events import FeatureSetRef
 from pfactory.registry import dynamodb_items as di
 from pfactory.registry.errors import VersionNotFoundError
-from pfactory.registry.index import ChangeBatch, VersionPage, check_limit, decode_cursor, encode_cursor
+from pfactory.registry.index import (
+    ChangeBatch,
+    NamePage,
+    VersionPage,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
 from pfactory.registry.model import ModelVersion, PairKey, VersionStatus
 from pfactory.registry.settings import DynamoDBVersionIndexSettings
 
@@ -212,3 +219,50 @@ class DynamoDBReads:
         )
         items = response.get("Items", [])
         return di.record_of(items[0]) if items else None
+
+    # ---- ModelCatalog
+
+    async def list_models(self, *, limit: int = 50, cursor: str | None = None) -> NamePage:
+        """See ``ModelCatalog.list_models``: one query of the ``#MODELS`` partition."""
+        check_limit(limit)
+        values: dict[str, Any] = {":pk": di.s(di.MODELS_PK)}
+        condition = "pk = :pk"
+        if cursor is not None:
+            condition += " AND sk > :after"
+            values[":after"] = di.s(str(decode_cursor(cursor)[0]))
+        ddb = await self._ddb()
+        names: list[str] = []
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ConsistentRead": True,
+        }
+        while True:
+            response = await ddb.query(Limit=limit + 1 - len(names), **params)
+            names.extend(item["sk"]["S"] for item in response.get("Items", []))
+            if len(names) > limit or "LastEvaluatedKey" not in response:
+                break
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        more = len(names) > limit
+        return NamePage(names[:limit], encode_cursor([names[limit - 1]]) if more else None)
+
+    async def list_pairs(self, model_name: str) -> list[PairKey]:
+        """See ``ModelCatalog.list_pairs``: one query of the model's catalog partition."""
+        ddb = await self._ddb()
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {
+                ":pk": di.s(di.model_pk(model_name)),
+                ":prefix": di.s(di.PAIR_SK_PREFIX),
+            },
+            "ConsistentRead": True,
+        }
+        pairs: list[PairKey] = []
+        while True:
+            response = await ddb.query(**params)
+            pairs.extend(PairKey.parse(item["pair"]["S"]) for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return pairs
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]

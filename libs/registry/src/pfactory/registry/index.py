@@ -30,6 +30,14 @@ class VersionPage:
 
 
 @dataclass(frozen=True)
+class NamePage:
+    """One page of model names, sorted; pass ``next_cursor`` back to get the next page (None: no more)."""
+
+    items: list[str]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
 class ChangeBatch:
     """Versions changed after a cursor, oldest change first, and the cursor to poll from next."""
 
@@ -162,12 +170,53 @@ class VersionLifecycle(Protocol):
         """
         ...
 
+    async def remove_alias(
+        self, pair: PairKey, alias: str, *, actor: str, reason: str | None = None
+    ) -> ModelVersion:
+        """Take an alias away from the version holding it (recorded in its audit trail).
+
+        Returns:
+            The version that held the alias, without it.
+
+        Raises:
+            VersionNotFoundError: no version holds the alias.
+        """
+        ...
+
     async def get_by_alias(self, pair: PairKey, alias: str) -> ModelVersion:
         """Return the version holding an alias; raises ``VersionNotFoundError`` if none does."""
         ...
 
     async def get_live(self, pair: PairKey) -> ModelVersion | None:
         """Return the pair's live version (the newest, if the old one is not archived yet)."""
+        ...
+
+
+@runtime_checkable
+class ModelCatalog(Protocol):
+    """Which models and pairs have committed versions (pairs with only pending allocations do not count)."""
+
+    async def list_models(self, *, limit: int = 50, cursor: str | None = None) -> NamePage:
+        """List the names of models with at least one committed version, sorted, a keyset page at a time.
+
+        Args:
+            limit: the page size (1-1000).
+            cursor: ``next_cursor`` of the previous page.
+
+        Returns:
+            The page of names.
+        """
+        ...
+
+    async def list_pairs(self, model_name: str) -> list[PairKey]:
+        """Return every pair of a model with a committed version, sorted by feature set name@version (text).
+
+        Args:
+            model_name: the model.
+
+        Returns:
+            The pairs; empty when the model has none.
+        """
         ...
 
 

@@ -14,9 +14,16 @@ from typing import Any, TypeVar
 from pfactory.contracts.events import FeatureSetRef
 from pfactory.registry import model
 from pfactory.registry.errors import NotAllocatedError, VersionNotFoundError
-from pfactory.registry.index import Allocation, ChangeBatch, VersionPage, check_limit, encode_cursor
+from pfactory.registry.index import (
+    Allocation,
+    ChangeBatch,
+    NamePage,
+    VersionPage,
+    check_limit,
+    encode_cursor,
+)
 from pfactory.registry.model import ModelVersion, PairKey, VersionStatus
-from pfactory.registry.sqlite_sql import LIVE_SQL, SCHEMA, list_sql, query_sql
+from pfactory.registry.sqlite_sql import LIVE_SQL, SCHEMA, list_sql, models_sql, query_sql
 
 T = TypeVar("T")
 
@@ -168,6 +175,10 @@ class SqliteVersionIndex:
             stored = model.registered(record)
             self._save(conn, stored, insert=True)
             conn.execute(
+                "INSERT OR IGNORE INTO pairs (model_name, pair, fs_name, fs_version) VALUES (?, ?, ?, ?)",
+                (record.model_name, str(record.pair), record.feature_set.name, record.feature_set.version),
+            )
+            conn.execute(
                 "UPDATE allocations SET state = 'committed' WHERE pair = ? AND idempotency_key = ?",
                 (str(record.pair), record.allocation_key),
             )
@@ -277,6 +288,27 @@ class SqliteVersionIndex:
 
         return await self._run(_move)
 
+    async def remove_alias(
+        self, pair: PairKey, alias: str, *, actor: str, reason: str | None = None
+    ) -> ModelVersion:
+        """See ``VersionLifecycle.remove_alias``."""
+
+        def _remove() -> ModelVersion:
+            self._db()
+            with self._tx() as conn:
+                row = conn.execute(
+                    "SELECT version FROM aliases WHERE pair = ? AND alias = ?", (str(pair), alias)
+                ).fetchone()
+                if row is None:
+                    raise VersionNotFoundError(f"{pair}: no version holds the alias {alias!r}")
+                holder = self._load(conn, pair, int(row[0]))
+                changed = model.remove_alias(holder, alias, actor=actor, reason=reason)
+                self._save(conn, changed)
+                conn.execute("DELETE FROM aliases WHERE pair = ? AND alias = ?", (str(pair), alias))
+                return changed
+
+        return await self._run(_remove)
+
     async def get_by_alias(self, pair: PairKey, alias: str) -> ModelVersion:
         """See ``VersionLifecycle.get_by_alias``."""
 
@@ -300,3 +332,29 @@ class SqliteVersionIndex:
             return None if row is None else ModelVersion.model_validate_json(row[0])
 
         return await self._run(_get)
+
+    # ---- ModelCatalog
+
+    async def list_models(self, *, limit: int = 50, cursor: str | None = None) -> NamePage:
+        """See ``ModelCatalog.list_models``."""
+        sql, params, _ = models_sql(limit, cursor)
+
+        def _read() -> NamePage:
+            names = [str(row[0]) for row in self._db().execute(sql, params).fetchall()]
+            more = len(names) > limit
+            return NamePage(names[:limit], encode_cursor([names[limit - 1]]) if more else None)
+
+        return await self._run(_read)
+
+    async def list_pairs(self, model_name: str) -> list[PairKey]:
+        """See ``ModelCatalog.list_pairs``."""
+
+        def _read() -> list[PairKey]:
+            rows = (
+                self._db()
+                .execute("SELECT pair FROM pairs WHERE model_name = ? ORDER BY pair", (model_name,))
+                .fetchall()
+            )
+            return [PairKey.parse(row[0]) for row in rows]
+
+        return await self._run(_read)

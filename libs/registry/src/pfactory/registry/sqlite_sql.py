@@ -9,7 +9,9 @@ from pfactory.registry.index import check_limit, decode_cursor
 from pfactory.registry.model import PairKey, VersionStatus
 
 # Same logical schema as the DynamoDB table: pair counters, allocations by idempotency key,
-# committed version documents with their query columns, alias pointers and a change sequence.
+# committed version documents with their query columns, alias pointers, the catalog of pairs with
+# a committed version (backfilled once from ``versions`` in files older than the table), and a
+# change sequence.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (pair TEXT PRIMARY KEY, next_version INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS allocations (
@@ -27,6 +29,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS versions_by_seq ON versions (seq);
 CREATE TABLE IF NOT EXISTS aliases (
     pair TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
     PRIMARY KEY (pair, alias)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pairs (
+    model_name TEXT NOT NULL, pair TEXT NOT NULL, fs_name TEXT NOT NULL, fs_version TEXT NOT NULL,
+    PRIMARY KEY (model_name, pair)) WITHOUT ROWID;
+INSERT OR IGNORE INTO pairs (model_name, pair, fs_name, fs_version)
+    SELECT DISTINCT model_name, pair, fs_name, fs_version FROM versions WHERE NOT EXISTS (SELECT 1 FROM pairs);
 CREATE TABLE IF NOT EXISTS sequence (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO sequence (name, value) VALUES ('changes', 0);
 """
@@ -89,3 +96,14 @@ def query_sql(
     columns = ", ".join(sort)
     sql = f"SELECT doc, {columns} FROM versions WHERE {' AND '.join(where)} ORDER BY {columns} LIMIT ?"
     return sql, [*params, limit + 1], tuple(range(1, len(sort) + 1))
+
+
+def models_sql(limit: int, cursor: str | None) -> Paged:
+    """Distinct model names of the pair catalog, by name; served by its primary key."""
+    check_limit(limit)
+    where, params = "", []
+    if cursor is not None:
+        where = "WHERE model_name > ?"
+        params.append(str(decode_cursor(cursor)[0]))
+    sql = f"SELECT DISTINCT model_name FROM pairs {where} ORDER BY model_name LIMIT ?"
+    return sql, [*params, limit + 1], (0,)

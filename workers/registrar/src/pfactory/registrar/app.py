@@ -3,34 +3,93 @@
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 
 from faststream.asgi import AsgiFastStream
 
-from pfactory.bus.app import make_service_app, serve
+from pfactory.bus.app import make_service_app, publish_answers, serve
 from pfactory.bus.broker import EventPublisher, build_broker
-from pfactory.bus.consumer import subscribe
+from pfactory.bus.consumer import TRANSIENT_ERRORS, is_transient, subscribe
 from pfactory.contracts import topics
 from pfactory.contracts.events import Envelope, ModelTrained
 from pfactory.registrar import service
 from pfactory.registrar.settings import RegistrarSettings
+from pfactory.registry.errors import ConcurrentUpdateError
+from pfactory.registry.layout import VersionLayout
+from pfactory.registry.wiring import Registry, build_registry
 
 log = logging.getLogger("pfactory.registrar")
 
+RETRIED = (*TRANSIENT_ERRORS, ConcurrentUpdateError)
+"""Failures retried by the bus (then dead-lettered); any other error fails the job with its reason."""
+
+
+class _RegistryHolder:
+    """The registry, opened by the start-up hook and closed by the shutdown hook."""
+
+    def __init__(self, settings: RegistrarSettings) -> None:
+        self.settings = settings
+        self._registry: Registry | None = None
+
+    async def open(self) -> None:
+        self._registry = await build_registry(self.settings.registry)
+
+    async def close(self) -> None:
+        if self._registry is not None:
+            await self._registry.close()
+            self._registry = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise RuntimeError("the registry is not open (the app has not started)")
+        return self._registry
+
+
+def crash_hook(settings: RegistrarSettings) -> service.AfterArtifactsWritten | None:
+    """The test hook behind ``PF_REGISTRAR_CRASH_AFTER=artifact_write``: die before the commit."""
+    if settings.crash_after != "artifact_write":
+        return None
+
+    def crash(layout: VersionLayout) -> None:
+        log.error("crash_after=artifact_write: exiting before committing %s", layout.prefix)
+        os._exit(1)
+
+    return crash
+
 
 def build(settings: RegistrarSettings) -> AsgiFastStream:
-    """The registrar app: consumes ``pf.model.trained`` (and, for now, only acknowledges it)."""
+    """The registrar app: ``pf.model.trained`` → a registered version, its events and the job's status."""
     broker = build_broker(settings.bus, service=service.SERVICE)
-    publisher = EventPublisher(broker, producer=service.SERVICE)  # dead letters
+    publisher = EventPublisher(broker, producer=service.SERVICE)
+    stores = _RegistryHolder(settings)
+    after_write = crash_hook(settings)
 
     @subscribe(
-        broker, topics.MODEL_TRAINED, group_id=settings.group_id, settings=settings.bus, publisher=publisher
+        broker,
+        topics.MODEL_TRAINED,
+        group_id=settings.group_id,
+        settings=settings.bus,
+        publisher=publisher,
+        transient=RETRIED,
     )
     async def on_model_trained(envelope: Envelope) -> None:
-        log.info(
-            "%s event=%s", service.describe_trained_model(envelope.open_as(ModelTrained)), envelope.event_id
-        )
+        event = envelope.open_as(ModelTrained)
+        running_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"pf:{service.SERVICE}/{envelope.event_id}/running"))
+        await publisher.publish(service.running(event), cause=envelope, event_id=running_id)
+        try:
+            outcome = await service.register(event, stores.registry, after_artifacts_written=after_write)
+        except Exception as error:
+            if is_transient(error, RETRIED):
+                raise
+            log.exception("registering job=%s failed", event.job_id)
+            outcome = service.failed(event, error)
+        await publish_answers(publisher, envelope, service.answers(outcome, stores.registry.artifacts))
 
-    return make_service_app(broker, settings.bus, service=service.SERVICE)
+    return make_service_app(
+        broker, settings.bus, service=service.SERVICE, on_startup=[stores.open], on_shutdown=[stores.close]
+    )
 
 
 def run(settings: RegistrarSettings) -> None:

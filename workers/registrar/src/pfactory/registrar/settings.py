@@ -1,11 +1,14 @@
-"""Registrar settings (env prefix ``PF_REGISTRAR_``; Kafka from ``PF_BUS_``)."""
+"""Registrar settings (env prefix ``PF_REGISTRAR_``; Kafka from ``PF_BUS_``, the registry from ``PF_REGISTRY_``)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from pfactory.bus.settings import ServiceSettings
+from pfactory.registry.wiring import RegistrySettings
 
 
 class RegistrarSettings(ServiceSettings):
@@ -15,3 +18,13 @@ class RegistrarSettings(ServiceSettings):
 
     group_id: str = Field(default="pf-registrar", description="Consumer group for ``pf.model.trained``.")
     health_port: int = Field(default=8103, ge=0, le=65535, description="Port of /health and /ready.")
+    registry: RegistrySettings = Field(
+        default_factory=RegistrySettings,
+        description="Artifact store and version index: embedded or AWS (env prefix PF_REGISTRY_).",
+    )
+    crash_after: Literal["artifact_write"] | None = Field(
+        default=None,
+        description="TEST HOOK, never set in production: 'artifact_write' kills the process "
+        "(os._exit(1)) after a version's files are written and before its metadata is committed, "
+        "to prove a crash there loses nothing and leaves nothing half-visible.",
+    )
