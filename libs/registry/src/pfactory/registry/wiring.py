@@ -88,3 +88,17 @@ async def build_registry(settings: RegistrySettings) -> Registry:
     index = DynamoDBVersionIndex(settings.dynamodb)
     await index.create_table()
     return Registry(S3ArtifactStore(settings.s3), index)
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Registry errors worth retrying: lost write races, and AWS connection failures and timeouts.
+
+    botocore's connection errors do not derive from Python's ``ConnectionError``, so a worker's
+    retry policy would treat an S3 or DynamoDB outage as permanent without these.
+    """
+    from botocore.exceptions import ConnectionError as BotoConnectionError  # type: ignore[import-untyped]
+    from botocore.exceptions import HTTPClientError
+
+    from pfactory.registry.errors import ConcurrentUpdateError
+
+    return (ConcurrentUpdateError, BotoConnectionError, HTTPClientError)

@@ -15,13 +15,12 @@ from pfactory.contracts import topics
 from pfactory.contracts.events import Envelope, ModelTrained
 from pfactory.registrar import service
 from pfactory.registrar.settings import RegistrarSettings
-from pfactory.registry.errors import ConcurrentUpdateError
 from pfactory.registry.layout import VersionLayout
-from pfactory.registry.wiring import Registry, build_registry
+from pfactory.registry.wiring import Registry, build_registry, transient_errors
 
 log = logging.getLogger("pfactory.registrar")
 
-RETRIED = (*TRANSIENT_ERRORS, ConcurrentUpdateError)
+RETRIED = (*TRANSIENT_ERRORS, *transient_errors())
 """Failures retried by the bus (then dead-lettered); any other error fails the job with its reason."""
 
 
