@@ -44,7 +44,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = Stack(
         home,
         prefer_default_ports=False,
-        health_timeout_s=60,
+        health_timeout_s=120,
         # Tansu rebalances slowly; short sessions let the workers' groups settle fast.
         extra_env={"PF_BUS_SESSION_TIMEOUT_MS": "3000", "PF_BUS_HEARTBEAT_INTERVAL_MS": "500"},
     )

@@ -133,7 +133,7 @@ def up(
     gateway_port: Annotated[
         int | None, typer.Option("--gateway-port", help="Gateway port [default: 8080 if free, else any].")
     ] = None,
-    health_timeout: Annotated[float, typer.Option(help="Seconds each service may take to start.")] = 60.0,
+    health_timeout: Annotated[float, typer.Option(help="Seconds each service may take to start.")] = 120.0,
 ) -> None:
     """Run the embedded stack (Tansu broker, gateway, five workers) until Ctrl-C or SIGTERM."""
     console = _console()

@@ -213,7 +213,7 @@ class Stack:
         gateway_port: int | None = None,
         prefer_default_ports: bool = True,
         services: Sequence[str] | None = None,
-        health_timeout_s: float = 60.0,
+        health_timeout_s: float = 120.0,
         extra_env: Mapping[str, str] | None = None,
         python: str = sys.executable,
     ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,6 +29,19 @@ from pfactory.registry.sqlite_sql import LIVE_SQL, SCHEMA, list_sql, models_sql,
 T = TypeVar("T")
 
 
+def _enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Switch to WAL, waiting out a concurrent opener: this pragma does not honour the busy timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteVersionIndex:
     """Versions in one SQLite file. Writes run in ``BEGIN IMMEDIATE`` transactions, so several
     processes may share the file; each instance owns one connection on one worker thread."""
@@ -47,7 +61,7 @@ class SqliteVersionIndex:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn, self._busy_timeout_s)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._conn = conn
             with self._tx():
