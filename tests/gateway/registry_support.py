@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 from pfactory.contracts import topics
-from pfactory.contracts.events import ModelVersionChanged
+from pfactory.contracts.events import Envelope, ModelVersionChanged
 from pfactory.registry.layout import VersionLayout
 from pfactory.registry.model import ArtifactInfo, ModelVersion, PairKey, VersionStatus
 from pfactory.registry.wiring import Registry
@@ -42,12 +43,40 @@ async def make_live(registry: Registry, pair: PairKey, version: int) -> ModelVer
     return await registry.index.transition(pair, version, VersionStatus.LIVE, actor="seed")
 
 
-def changes(sink: RecordingSink) -> list[ModelVersionChanged]:
-    """The ModelVersionChanged events the relay published, in order (each on its topic)."""
+def expected_event_id(pair: PairKey, version: int, entry: int) -> str:
+    """The event id the registry feed must give the ``entry``-th audit entry of a version."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pf:registry/{pair}/{version}/{entry}"))
+
+
+def change_envelopes(sink: RecordingSink) -> list[Envelope]:
+    """Every ModelVersionChanged envelope published, re-publications included (each on its topic)."""
     found = []
     for envelope, topic, key in sink.published:
         if envelope.type == ModelVersionChanged.EVENT_TYPE:
-            event = envelope.open_as(ModelVersionChanged)
-            assert topic == topics.MODEL_VERSION_CHANGED and key == event.model_name
-            found.append(event)
+            assert topic == topics.MODEL_VERSION_CHANGED and key == envelope.payload["model_name"]
+            found.append(envelope)
     return found
+
+
+def distinct_envelopes(sink: RecordingSink) -> list[Envelope]:
+    """The ModelVersionChanged envelopes as a consumer deduping on event_id keeps them, first seen first.
+
+    A re-published envelope must be the same one (payload and all), not just carry the same id.
+    """
+    seen: dict[str, Envelope] = {}
+    for envelope in change_envelopes(sink):
+        assert seen.setdefault(envelope.event_id, envelope) == envelope, envelope.event_id
+    return list(seen.values())
+
+
+def changes(
+    sink: RecordingSink, *, pair: PairKey | None = None, version: int | None = None
+) -> list[ModelVersionChanged]:
+    """The distinct ModelVersionChanged events published, first seen first, optionally of one version."""
+    events = [envelope.open_as(ModelVersionChanged) for envelope in distinct_envelopes(sink)]
+    return [
+        event
+        for event in events
+        if (pair is None or (event.model_name, event.feature_set) == (pair.model_name, pair.feature_set))
+        and (version is None or event.version == version)
+    ]

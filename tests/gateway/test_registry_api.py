@@ -1,4 +1,8 @@
-"""The registry API over HTTP: browse, download, govern (status, aliases, archive), events, lineage, cards."""
+"""The registry API over HTTP: browse, download, govern (status, aliases, archive), events, lineage, cards.
+
+Events come from the registry feed, which re-publishes a version's whole audit trail (same ids) each
+time it changes; the helpers dedupe on ``event_id`` as a consumer does.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -13,13 +18,23 @@ import pytest
 
 from pfactory.bus import BusSettings, read_envelopes
 from pfactory.contracts import topics
+from pfactory.contracts.events import Envelope
 from pfactory.gateway.app import create_app
 from pfactory.gateway.settings import GatewaySettings
 from pfactory.registry.errors import ArtifactIntegrityError
 from pfactory.registry.layout import VersionLayout
 from pfactory.registry.model import PairKey, VersionStatus
-from pfactory.registry.wiring import Registry, build_registry
-from tests.gateway.registry_support import BUREAU_PAIR, LIMIT_PAIR, PAIR, changes, make_live, seed
+from pfactory.registry.wiring import Registry
+from tests.gateway.registry_support import (
+    BUREAU_PAIR,
+    LIMIT_PAIR,
+    PAIR,
+    changes,
+    distinct_envelopes,
+    expected_event_id,
+    make_live,
+    seed,
+)
 from tests.gateway.support import RecordingSink, eventually, serving
 
 FS = "credit_features@3"
@@ -29,16 +44,6 @@ V = f"/v1/models/credit_default/versions?feature_set={FS}"
 def version_url(version: int, suffix: str = "", pair: PairKey = PAIR) -> str:
     fs = f"{pair.feature_set.name}@{pair.feature_set.version}"
     return f"/v1/models/{pair.model_name}/versions/{version}{suffix}?feature_set={fs}"
-
-
-@pytest.fixture
-async def registry(gateway_settings: GatewaySettings) -> AsyncIterator[Registry]:
-    """The registry the gateway uses (same folder and SQLite file), opened separately to seed it."""
-    opened = await build_registry(gateway_settings.registry_settings())
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture
@@ -61,7 +66,18 @@ async def new_key(client: httpx.AsyncClient, *scopes: str) -> dict[str, str]:
 
 
 async def published(sink: RecordingSink, count: int) -> None:
-    await eventually(lambda: len(changes(sink)) >= count, what=f"{count} ModelVersionChanged event(s)")
+    await eventually(
+        lambda: len(changes(sink)) >= count, what=f"{count} distinct ModelVersionChanged event(s)"
+    )
+
+
+def ids_of(sink: RecordingSink, version: int, pair: PairKey = PAIR) -> list[str]:
+    prefix = f"/v{version}"
+    return [
+        envelope.event_id
+        for envelope in distinct_envelopes(sink)
+        if envelope.correlation_id == f"{pair}{prefix}"
+    ]
 
 
 # ---------------------------------------------------------------------------- browsing
@@ -234,13 +250,20 @@ async def test_status_changes_follow_the_lifecycle_and_are_published(
     assert (await client.get("/v1/models/credit_default")).json()["pairs"][0]["live_version"] == 1
     assert (await client.patch(version_url(1), json={"status": "bogus"})).status_code == 422
 
-    await published(sink, 2)
+    await published(sink, 3)
     events = changes(sink)
     assert [(e.action, e.version, e.from_status, e.to_status, e.actor) for e in events] == [
+        ("registered", 1, None, "candidate", "registrar"),
         ("status", 1, "candidate", "approved", "bootstrap-admin"),
         ("status", 1, "approved", "live", "bootstrap-admin"),
     ]
-    assert events[0].reason == "looks good" and not events[0].override
+    assert events[1].reason == "looks good" and not any(e.override for e in events)
+    assert ids_of(sink, 1) == [expected_event_id(PAIR, 1, i) for i in range(3)]
+    envelopes = distinct_envelopes(sink)
+    assert [e.occurred_at for e in envelopes] == [
+        datetime.fromisoformat(entry["at"]) for entry in live["audit"]
+    ]
+    assert {(e.producer, e.correlation_id) for e in envelopes} == {("gateway", f"{PAIR}/v1")}
 
 
 async def test_a_version_that_failed_its_gates_needs_an_override_with_a_reason(
@@ -263,9 +286,17 @@ async def test_a_version_that_failed_its_gates_needs_an_override_with_a_reason(
     assert accepted.status_code == 200
     entry = accepted.json()["audit"][-1]
     assert (entry["action"], entry["reason"], entry["actor"]) == ("override", reason, "bootstrap-admin")
-    await published(sink, 1)
-    [event] = changes(sink)
-    assert (event.override, event.reason, event.to_status) == (True, reason, "approved")
+    await published(sink, 2)
+    registered, event = changes(sink)
+    assert (registered.action, registered.override) == ("registered", False)
+    assert (event.action, event.override, event.reason, event.actor) == (
+        "status",
+        True,
+        reason,
+        "bootstrap-admin",
+    )
+    assert (event.from_status, event.to_status) == ("candidate", "approved")
+    assert ids_of(sink, 1) == [expected_event_id(PAIR, 1, i) for i in range(2)]
 
 
 async def test_aliases_are_set_moved_and_removed(
@@ -294,13 +325,22 @@ async def test_aliases_are_set_moved_and_removed(
     assert "PUT /v1/models/credit_default/aliases/champion" in gone.json()["detail"]
     assert (await client.delete(alias_url)).status_code == 404
 
-    await published(sink, 4)
-    assert [(e.action, e.version, e.alias) for e in changes(sink)] == [
-        ("alias_set", 1, "champion"),
-        ("alias_set", 2, "champion"),
-        ("alias_removed", 1, "champion"),
-        ("alias_removed", 2, "champion"),
+    await published(sink, 6)
+    admin = "bootstrap-admin"
+    assert [(e.action, e.alias, e.reason, e.actor) for e in changes(sink, version=1)] == [
+        ("registered", None, None, "registrar"),
+        ("alias_set", "champion", None, admin),
+        ("alias_removed", "champion", "moved to 2", admin),  # the move took it from version 1
     ]
+    assert [(e.action, e.alias, e.reason, e.actor) for e in changes(sink, version=2)] == [
+        ("registered", None, None, "registrar"),
+        ("alias_set", "champion", None, admin),
+        ("alias_removed", "champion", "retired", admin),
+    ]
+    alias_events = [e for e in changes(sink) if e.alias]
+    assert all(e.from_status is None and e.to_status is None and not e.override for e in alias_events)
+    for version in (1, 2):
+        assert ids_of(sink, version) == [expected_event_id(PAIR, version, i) for i in range(3)]
 
 
 async def test_delete_archives_and_records_it(
@@ -317,10 +357,17 @@ async def test_delete_archives_and_records_it(
     rejected = await client.delete(version_url(2))
     assert rejected.status_code == 409 and rejected.json()["allowed"] == []
     assert (await client.get(version_url(1))).json()["status"] == "archived"  # still there
-    await published(sink, 1)
-    assert [(e.action, e.from_status, e.to_status, e.reason) for e in changes(sink)] == [
-        ("archived", "candidate", "archived", "superseded")
+    await published(sink, 4)
+    assert [(e.action, e.from_status, e.to_status, e.reason, e.actor) for e in changes(sink, version=1)] == [
+        ("registered", None, "candidate", None, "registrar"),
+        ("archived", "candidate", "archived", "superseded", "bootstrap-admin"),
     ]
+    # the rejection was made in the registry directly (not through the API): published all the same
+    assert [(e.action, e.from_status, e.to_status, e.actor) for e in changes(sink, version=2)] == [
+        ("registered", None, "candidate", "registrar"),
+        ("status", "candidate", "rejected", "seed"),
+    ]
+    assert ids_of(sink, 1) == [expected_event_id(PAIR, 1, i) for i in range(2)]
 
 
 async def test_reads_need_read_and_changes_need_admin(client: httpx.AsyncClient, registry: Registry) -> None:
@@ -413,14 +460,22 @@ async def test_a_change_reaches_its_topic_on_the_real_broker(
     async with serving(create_app(gateway_settings, bus=bus_settings), admin_key) as http:
         answer = await http.patch(version_url(1, pair=pair), json={"status": "approved", "reason": "ok"})
         assert answer.status_code == 200
-        seen = await read_envelopes(
-            bus_settings,
-            topics.MODEL_VERSION_CHANGED,
-            keep=lambda e: e.payload.get("model_name") == pair.model_name,
-            count=1,
-            timeout_s=30,
-        )
-    assert len(seen) == 1, "no ModelVersionChanged on pf.model.version.changed within 30 s"
-    payload = seen[0].envelope.payload
+
+        async def first(action: str) -> Envelope:
+            seen = await read_envelopes(
+                bus_settings,
+                topics.MODEL_VERSION_CHANGED,
+                keep=lambda e: (
+                    (e.payload.get("model_name"), e.payload.get("action")) == (pair.model_name, action)
+                ),
+                count=1,
+                timeout_s=30,
+            )
+            assert seen, f"no {action} ModelVersionChanged on pf.model.version.changed within 30 s"
+            return seen[0].envelope
+
+        approved, registered = await first("status"), await first("registered")
+    assert (registered.payload["actor"], registered.event_id) == ("registrar", expected_event_id(pair, 1, 0))
+    payload = approved.payload
     assert (payload["action"], payload["to_status"], payload["reason"]) == ("status", "approved", "ok")
-    assert seen[0].envelope.producer == "gateway"
+    assert approved.producer == "gateway" and approved.event_id == expected_event_id(pair, 1, 1)

@@ -1,4 +1,4 @@
-"""The gateway's FastAPI app: wiring only (store, relay, status feed, routes)."""
+"""The gateway's FastAPI app: wiring only (store, relay, registry feed, status feed, routes)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pfactory.contracts.events import Envelope
 from pfactory.gateway.auth import ALL_SCOPES, install_api_key
 from pfactory.gateway.errors import ApiError, api_error_handler
 from pfactory.gateway.outbox import OutboxRelay
+from pfactory.gateway.registry_feed import RegistryFeed
 from pfactory.gateway.routes import aliases, health, jobs, keys, lineage, models
 from pfactory.gateway.settings import GatewaySettings
 from pfactory.gateway.sink import EnvelopeSink, StatusFeed
@@ -40,7 +41,8 @@ TAGS = [
     {
         "name": "models",
         "description": "The model registry: models, their feature-set pairs and versions; status changes and "
-        "aliases (admin scope), each published as a ModelVersionChanged event; artifacts; model cards.",
+        "aliases (admin scope); artifacts; model cards. Every change to a version (registration included) "
+        "is published as a ModelVersionChanged event derived from its audit trail.",
     },
     {"name": "lineage", "description": "Which versions were trained on what."},
     {"name": "keys", "description": "API key administration (admin scope)."},
@@ -133,7 +135,8 @@ def create_app(
     status_feed: StatusFeed | None = None,
     registry: Registry | None = None,
 ) -> FastAPI:
-    """The gateway app; its lifespan opens the store and the registry, starts the relay, follows job status.
+    """The gateway app; its lifespan opens the store and the registry, starts the relay and the registry
+    feed, follows job status.
 
     Args:
         settings: gateway settings.
@@ -157,8 +160,8 @@ def create_app(
             await install_api_key(
                 parts.store, settings.bootstrap_admin_key.get_secret_value(), "bootstrap-admin", ALL_SCOPES
             )
-        relay_task = status_task = None
-        app.state.relay = None
+        relay_task = feed_task = status_task = None
+        app.state.relay = app.state.registry_feed = None
         if parts.sink is not None:
             relay = OutboxRelay(
                 parts.store,
@@ -172,6 +175,16 @@ def create_app(
             await relay.republish_unfinished()
             app.state.relay = relay
             relay_task = asyncio.create_task(relay.run(), name="gateway-outbox-relay")
+            feed = RegistryFeed(
+                app.state.registry.index,
+                parts.store,
+                parts.sink,
+                poll_interval_s=settings.registry_feed_interval_s,
+                backoff_max_s=settings.outbox_backoff_max_s,
+                publish_timeout_s=settings.publish_timeout_s,
+            )
+            app.state.registry_feed = feed
+            feed_task = asyncio.create_task(feed.run(), name="gateway-registry-feed")
         if parts.status_feed is not None:
             jobs_store = parts.store
 
@@ -183,6 +196,7 @@ def create_app(
             yield
         finally:
             await _stop(status_task)
+            await _stop(feed_task)
             await _stop(relay_task)
             if parts.sink is not None:
                 await parts.sink.close()

@@ -1,4 +1,4 @@
-"""The registry as the gateway's routes see it: choosing a pair, views, errors as advice, change events.
+"""The registry as the gateway's routes see it: choosing a pair, views, errors as advice, feed wake-ups.
 
 The lifecycle rules live in ``pfactory.registry.model``; this module only translates.
 """
@@ -10,11 +10,10 @@ from contextlib import contextmanager
 
 from fastapi import Request
 
-from pfactory.contracts.events import Envelope, FeatureSetRef, ModelVersionChanged
+from pfactory.contracts.events import FeatureSetRef
 from pfactory.gateway.errors import ApiError
 from pfactory.gateway.registry_schemas import ModelPublic, PairPublic, VersionPublic, VersionSummaryPublic
-from pfactory.gateway.routes.common import relay_of, store_of
-from pfactory.gateway.store import OutboxEntry
+from pfactory.gateway.routes.common import registry_feed_of
 from pfactory.registry.errors import (
     ConcurrentUpdateError,
     GateFailedError,
@@ -24,8 +23,6 @@ from pfactory.registry.errors import (
 from pfactory.registry.index import ModelCatalog
 from pfactory.registry.model import LEGAL_TRANSITIONS, ModelVersion, PairKey, VersionStatus
 from pfactory.registry.wiring import Registry, RegistryIndex
-
-PRODUCER = "gateway"
 
 
 def registry_of(request: Request) -> Registry:
@@ -164,46 +161,15 @@ def refused(error: IllegalTransitionError, record: ModelVersion, to: VersionStat
     )
 
 
-def changed_event(
-    record: ModelVersion, action: str, actor: str, *, alias: str | None = None, reason: str | None = None
-) -> ModelVersionChanged:
-    """The ``ModelVersionChanged`` of a change the registry just stored.
+def registry_changed(request: Request) -> None:
+    """Wake the registry feed after a change, so its ``ModelVersionChanged`` goes out promptly.
 
-    Args:
-        record: the version as the change left it (its last audit entry is the change, for status).
-        action: ``status``, ``archived``, ``alias_set`` or ``alias_removed``.
-        actor: the API key's name.
-        alias: the alias set or removed.
-        reason: why, as the caller said.
+    The event itself is derived from the registry's audit trail by the feed (``registry_feed``), so a
+    crash right after the change cannot lose it.
     """
-    last = record.audit[-1] if record.audit else None
-    status_change = action in ("status", "archived") and last is not None
-    return ModelVersionChanged(
-        model_name=record.model_name,
-        feature_set=record.feature_set,
-        version=record.version,
-        action=action,
-        from_status=last.from_ if status_change and last else None,
-        to_status=last.to if status_change and last else None,
-        alias=alias,
-        actor=actor,
-        reason=reason,
-        override=bool(status_change and last and last.action == "override"),
-    )
-
-
-async def publish_changes(request: Request, events: Sequence[ModelVersionChanged]) -> None:
-    """Write the events to the outbox (one transaction) and wake the relay, which publishes them."""
-    if not events:
-        return
-    entries = [
-        OutboxEntry(Envelope.wrap(event, producer=PRODUCER), event.TOPIC, event.partition_key())
-        for event in events
-    ]
-    await store_of(request).enqueue(entries)
-    relay = relay_of(request)
-    if relay is not None:
-        relay.wake()
+    feed = registry_feed_of(request)
+    if feed is not None:
+        feed.wake()
 
 
 def version_summary(record: ModelVersion) -> VersionSummaryPublic:

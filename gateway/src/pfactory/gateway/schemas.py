@@ -168,6 +168,14 @@ class OutboxPublic(BaseModel):
     last_error: str | None
 
 
+class RegistryFeedPublic(BaseModel):
+    """The registry feed: how far it has published the registry's change log."""
+
+    cursor: int | None = Field(description="The last change published (None: not read yet).")
+    last_published_at: datetime | None
+    last_error: str | None = Field(description="Why the last attempt failed; None once it succeeds again.")
+
+
 class ReadyPublic(BaseModel):
     """Readiness: the store answers. The broker may be down; the outbox then holds the events."""
 
@@ -177,4 +185,7 @@ class ReadyPublic(BaseModel):
         description="Last publish outcome: 'unknown' until the first publish; 'disabled' without a bus."
     )
     outbox: OutboxPublic | None
+    registry_feed: RegistryFeedPublic | None = Field(
+        default=None, description="The ModelVersionChanged feed; None without a bus."
+    )
     detail: str = ""

@@ -14,7 +14,7 @@ API_KEY_PATTERN = re.compile(r"^pf_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-
 
 
 class GatewaySettings(BaseSettings):
-    """HTTP server, job store, outbox relay and bootstrap credentials of the gateway."""
+    """HTTP server, job store, outbox relay, registry feed and bootstrap credentials of the gateway."""
 
     model_config = SettingsConfigDict(env_prefix="PF_GATEWAY_", extra="forbid")
 
@@ -51,6 +51,14 @@ class GatewaySettings(BaseSettings):
         description=(
             "A job not terminal and not updated for this long has its request re-published (same event_id); "
             "None disables the periodic sweep (start-up re-publication always runs)."
+        ),
+    )
+    registry_feed_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "How often the registry feed polls the registry's change log when idle (the gateway's own "
+            "changes wake it at once; the registrar's are seen at the next poll)."
         ),
     )
     public_base_url: str | None = Field(

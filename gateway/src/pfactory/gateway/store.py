@@ -1,4 +1,4 @@
-"""What the gateway keeps: jobs, the outbox of envelopes to publish, and API keys.
+"""What the gateway keeps: jobs, the outbox of envelopes to publish, API keys and feed cursors.
 
 The Protocols name the roles; :mod:`pfactory.gateway.adapters.sqlite` is the backend.
 """
@@ -6,7 +6,6 @@ The Protocols name the roles; :mod:`pfactory.gateway.adapters.sqlite` is the bac
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -43,15 +42,6 @@ class OutboxRow:
     topic: str
     key: str | None
     attempts: int
-
-
-@dataclass(frozen=True)
-class OutboxEntry:
-    """An envelope to write to the outbox, with where it goes."""
-
-    envelope: Envelope
-    topic: str
-    key: str | None
 
 
 @dataclass(frozen=True)
@@ -121,9 +111,6 @@ class JobStore(Protocol):
 class Outbox(Protocol):
     """Envelopes accepted but not yet confirmed published."""
 
-    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
-        """Write envelopes that belong to no job to the outbox, all in one transaction (registry changes)."""
-
     async def pending(self, limit: int) -> list[OutboxRow]:
         """Return unpublished rows in the order they were written."""
 
@@ -156,7 +143,17 @@ class ApiKeyStore(Protocol):
         """Record that the key was just used."""
 
 
-class GatewayStore(JobStore, Outbox, ApiKeyStore, Protocol):
+class CursorStore(Protocol):
+    """Named positions in feeds the gateway follows (e.g. the registry's change log)."""
+
+    async def get_cursor(self, name: str) -> int:
+        """Return the stored position of a feed; 0 when none was stored yet."""
+
+    async def set_cursor(self, name: str, value: int) -> None:
+        """Store the position of a feed (in its own transaction)."""
+
+
+class GatewayStore(JobStore, Outbox, ApiKeyStore, CursorStore, Protocol):
     """Everything the gateway persists, behind one connection."""
 
     async def ping(self) -> None:

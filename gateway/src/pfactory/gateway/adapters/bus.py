@@ -27,8 +27,13 @@ class KafkaEnvelopeSink:
         self._settings = settings
         self._broker: KafkaBroker | None = None
         self._publisher: EventPublisher | None = None
+        self._connecting = asyncio.Lock()  # the outbox relay and the registry feed share the sink
 
     async def _connect(self) -> EventPublisher:
+        async with self._connecting:
+            return await self._connect_once()
+
+    async def _connect_once(self) -> EventPublisher:
         if self._publisher is None:
             if self._settings.create_topics:
                 await ensure_topics(self._settings)

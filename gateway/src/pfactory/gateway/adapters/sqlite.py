@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +16,6 @@ from pfactory.gateway.store import (
     ApiKeyRecord,
     JobRecord,
     OutboxBacklog,
-    OutboxEntry,
     OutboxRow,
     StatusOutcome,
 )
@@ -67,6 +66,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at TEXT,
     last_used_at TEXT
 );
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 # accepted < queued < running < terminal; a job only moves right.
@@ -94,7 +98,7 @@ def _now() -> str:
 
 
 class SqliteGatewayStore:
-    """Jobs, outbox and API keys in one SQLite file."""
+    """Jobs, outbox, API keys and feed cursors in one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -264,18 +268,6 @@ class SqliteGatewayStore:
 
     # ------------------------------------------------------------------ outbox
 
-    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
-        """Insert outbox rows that belong to no job, in one transaction."""
-        now = _now()
-        rows = [(entry.envelope.model_dump_json(), entry.topic, entry.key, now) for entry in entries]
-
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO outbox (envelope, topic, key, created_at) VALUES (?, ?, ?, ?)", rows
-            )
-
-        await self._tx(insert)
-
     async def pending(self, limit: int) -> list[OutboxRow]:
         """Unpublished rows in insertion order."""
         rows = await self._run(
@@ -369,6 +361,28 @@ class SqliteGatewayStore:
         await self._run(
             lambda c: c.execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (_now(), key_id))
         )
+
+    # ------------------------------------------------------------------ feed cursors
+
+    async def get_cursor(self, name: str) -> int:
+        """The stored position of a feed, 0 when none."""
+        row = await self._run(
+            lambda c: c.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
+        )
+        return int(row["value"]) if row else 0
+
+    async def set_cursor(self, name: str, value: int) -> None:
+        """Store a feed's position in one transaction."""
+        now = _now()
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (name, value, now),
+            )
+
+        await self._tx(upsert)
 
 
 def _job(row: sqlite3.Row) -> JobRecord:

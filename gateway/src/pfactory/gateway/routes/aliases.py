@@ -1,7 +1,7 @@
 """Aliases of a pair's versions (``champion``, ``challenger``, any name): read, set or move, remove.
 
 Reads need the ``read`` scope, changes the ``admin`` scope; each change is published as a
-``ModelVersionChanged`` through the outbox.
+``ModelVersionChanged`` by the registry feed (a move: ``alias_removed`` on the previous holder too).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from fastapi import APIRouter, Query, Request
 from pfactory.gateway import registry_access as ra
 from pfactory.gateway.registry_schemas import AliasUpdate, VersionPublic
 from pfactory.gateway.routes.models import CHANGE_ERRORS, PAIR_ERRORS, Admin, FeatureSet, Reader, resolve
-from pfactory.registry.errors import VersionNotFoundError
-from pfactory.registry.model import ModelVersion, check_name
+from pfactory.registry.model import check_name
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -54,20 +53,9 @@ async def set_alias(
 ) -> VersionPublic:
     pair = await resolve(request, name, feature_set)
     alias = _alias_name(alias)
-    index = ra.registry_of(request).index
     with ra.registry_errors(pair, version=body.version):
-        try:
-            previous: ModelVersion | None = await index.get_by_alias(pair, alias)
-        except VersionNotFoundError:
-            previous = None
-        moved = await index.move_alias(pair, alias, body.version, actor=key.name)
-    if previous is not None and previous.version == moved.version:
-        return ra.version_public(moved)
-    events = [ra.changed_event(moved, "alias_set", key.name, alias=alias)]
-    if previous is not None:
-        reason = f"moved to version {moved.version}"
-        events.append(ra.changed_event(previous, "alias_removed", key.name, alias=alias, reason=reason))
-    await ra.publish_changes(request, events)
+        moved = await ra.registry_of(request).index.move_alias(pair, alias, body.version, actor=key.name)
+    ra.registry_changed(request)
     return ra.version_public(moved)
 
 
@@ -90,7 +78,5 @@ async def remove_alias(
     pair = await resolve(request, name, feature_set)
     with ra.registry_errors(pair, alias=alias):
         removed = await ra.registry_of(request).index.remove_alias(pair, alias, actor=key.name, reason=reason)
-    await ra.publish_changes(
-        request, [ra.changed_event(removed, "alias_removed", key.name, alias=alias, reason=reason)]
-    )
+    ra.registry_changed(request)
     return ra.version_public(removed)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Request
 
 from pfactory.gateway.outbox import OutboxRelay
+from pfactory.gateway.registry_feed import RegistryFeed
 from pfactory.gateway.schemas import ErrorPublic, ScopeErrorPublic, ValidationErrorPublic
 from pfactory.gateway.settings import GatewaySettings
 from pfactory.gateway.store import GatewayStore
@@ -33,6 +34,12 @@ def relay_of(request: Request) -> OutboxRelay | None:
     """The app's outbox relay (None without a sink)."""
     relay: OutboxRelay | None = request.app.state.relay
     return relay
+
+
+def registry_feed_of(request: Request) -> RegistryFeed | None:
+    """The app's registry feed (None without a sink)."""
+    feed: RegistryFeed | None = request.app.state.registry_feed
+    return feed
 
 
 def settings_of(request: Request) -> GatewaySettings:

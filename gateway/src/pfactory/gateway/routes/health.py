@@ -6,8 +6,14 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 
-from pfactory.gateway.routes.common import relay_of, store_of
-from pfactory.gateway.schemas import BrokerState, HealthPublic, OutboxPublic, ReadyPublic
+from pfactory.gateway.routes.common import registry_feed_of, relay_of, store_of
+from pfactory.gateway.schemas import (
+    BrokerState,
+    HealthPublic,
+    OutboxPublic,
+    ReadyPublic,
+    RegistryFeedPublic,
+)
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("pfactory.gateway.health")
@@ -55,6 +61,7 @@ async def ready(request: Request, response: Response) -> ReadyPublic:
         detail = (
             f"broker unreachable ({relay.state.last_error}); {backlog.pending} event(s) wait in the outbox"
         )
+    feed = registry_feed_of(request)
     return ReadyPublic(
         status="ready",
         store="ok",
@@ -63,6 +70,13 @@ async def ready(request: Request, response: Response) -> ReadyPublic:
             pending=backlog.pending,
             oldest_pending_at=backlog.oldest_created_at,
             last_error=backlog.last_error,
+        ),
+        registry_feed=None
+        if feed is None
+        else RegistryFeedPublic(
+            cursor=feed.state.cursor,
+            last_published_at=feed.state.last_published_at,
+            last_error=feed.state.last_error,
         ),
         detail=detail,
     )

@@ -1,7 +1,7 @@
 """The model registry: models, pairs and versions; status changes, artifact download, model cards.
 
-Reads need the ``read`` scope, changes the ``admin`` scope. Every change is written to the outbox as
-a ``ModelVersionChanged`` and published by the relay.
+Reads need the ``read`` scope, changes the ``admin`` scope. Every change is published as a
+``ModelVersionChanged`` by the registry feed, which derives it from the version's audit trail.
 """
 
 from __future__ import annotations
@@ -232,8 +232,7 @@ async def _transition(
             )
         except IllegalTransitionError as error:
             raise ra.refused(error, record, to) from error
-    action = "archived" if to is VersionStatus.ARCHIVED else "status"
-    await ra.publish_changes(request, [ra.changed_event(changed, action, key.name, reason=reason)])
+    ra.registry_changed(request)
     return changed
 
 

@@ -341,7 +341,7 @@ class ModelVersionChanged(Event):
     model_name: str
     feature_set: FeatureSetRef
     version: int = Field(ge=1)
-    action: str = Field(description="'status', 'alias_set', 'alias_removed' or 'archived'.")
+    action: str = Field(description="'registered', 'status', 'alias_set', 'alias_removed' or 'archived'.")
     from_status: str | None = None
     to_status: str | None = None
     alias: str | None = None
