@@ -137,11 +137,11 @@ def report(name: str, results: dict[int, dict[str, tuple[float, float]]]) -> Non
     sizes = sorted(results)
     print(f"\n{name}")
     print(
-        f"  {'operation':<14}" + "".join(f"{f'{s:,} versions':>26}" for s in sizes) + f"{'growth (p50)':>16}"
+        f"  {'operation':<14}" + "".join(f"{f'{s:,} versions':>30}" for s in sizes) + f"{'growth (p50)':>16}"
     )
     for op in ("register", "get-live", "list-by-pair"):
         cells = "".join(
-            f"{f'p50 {results[s][op][0]:.2f} / p99 {results[s][op][1]:.2f} ms':>26}" for s in sizes
+            f"{f'p50 {results[s][op][0]:.2f} / p99 {results[s][op][1]:.2f} ms':>30}" for s in sizes
         )
         growth = results[sizes[-1]][op][0] / max(results[sizes[0]][op][0], 1e-9)
         print(f"  {op:<14}{cells}{f'x{growth:.2f}':>16}")
