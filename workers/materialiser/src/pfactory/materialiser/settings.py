@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -17,3 +19,27 @@ class MaterialiserSettings(ServiceSettings):
         default="pf-materialiser", description="Consumer group for ``pf.materialisation.requested``."
     )
     health_port: int = Field(default=8102, ge=0, le=65535, description="Port of /health and /ready.")
+    data_root: str = Field(
+        default=".", description="Folder (or s3:// prefix) that relative source paths resolve against."
+    )
+    store_root: str = Field(
+        default="./pf-store",
+        description="Where partitions are written: a local folder or 's3://bucket/prefix'.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint override for the partition store (e.g. moto_server)."
+    )
+    s3_region: str | None = Field(default=None, description="AWS region of the store bucket.")
+    engine: Literal["local", "emr"] = Field(
+        default="local", description="SQL engine: 'local' (a warm PySpark session) or 'emr' (EMR on EKS)."
+    )
+    spark_master: str = Field(default="local[2]", description="Spark master URL of the local engine.")
+    spark_shuffle_partitions: int = Field(
+        default=4, ge=1, description="spark.sql.shuffle.partitions of the local engine (small data: few)."
+    )
+    macros_dir: str | None = Field(
+        default=None, description="Folder of user Jinja macro files available to every SQL model."
+    )
+    sql_root: str | None = Field(
+        default=None, description="Folder that models' 'sql_file' paths are relative to."
+    )

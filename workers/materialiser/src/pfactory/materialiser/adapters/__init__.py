@@ -1,0 +1,1 @@
+"""Adapters: one module per external system (Spark, EMR on EKS, Great Expectations, partition stores)."""
