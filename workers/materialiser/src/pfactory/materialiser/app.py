@@ -30,15 +30,21 @@ def build_materialiser(settings: MaterialiserSettings) -> Materialiser:
     """The one wiring point: engine, partition store and validator chosen from settings."""
     from pfactory.materialiser.adapters.gx import GxPartitionValidator
     from pfactory.materialiser.adapters.partitions import build_partition_store
-    from pfactory.materialiser.adapters.spark import LocalSparkEngine, SparkEngineSettings
+    from pfactory.materialiser.engine import SqlEngine
 
-    if settings.engine != "local":
-        raise ValueError(f"engine '{settings.engine}' is not wired in this build; use 'local'")
-    engine = LocalSparkEngine(
-        SparkEngineSettings(
-            master=settings.spark_master, shuffle_partitions=settings.spark_shuffle_partitions
+    engine: SqlEngine
+    if settings.engine == "emr":
+        from pfactory.materialiser.adapters.emr_engine import EmrSqlEngine
+
+        engine = EmrSqlEngine(settings.emr_settings())
+    else:
+        from pfactory.materialiser.adapters.spark import LocalSparkEngine, SparkEngineSettings
+
+        engine = LocalSparkEngine(
+            SparkEngineSettings(
+                master=settings.spark_master, shuffle_partitions=settings.spark_shuffle_partitions
+            )
         )
-    )
     store = build_partition_store(
         settings.store_root, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
     )
@@ -106,7 +112,7 @@ def build(settings: MaterialiserSettings) -> AsgiFastStream:
         total = len(service.days_between(start, end))
         await answer(*answers.started(request, total, start, end))
         materialiser = await asyncio.to_thread(holder.get)
-        days = materialiser.materialise_range(config, start, end)
+        days = materialiser.materialise_range(config, start, end, job_id=request.job_id)
         results: list[DayResult] = []
         # Spark runs in a thread so the consumer keeps heartbeating through long days
         while (result := await asyncio.to_thread(next, days, None)) is not None:

@@ -128,13 +128,17 @@ class Materialiser:
         self.macros_dir = macros_dir
         self.sql_root = sql_root
 
-    def materialise_day(self, config: FeatureSetConfig, ds: date, *, run_id: str | None = None) -> DayResult:
+    def materialise_day(
+        self, config: FeatureSetConfig, ds: date, *, run_id: str | None = None, job_id: str | None = None
+    ) -> DayResult:
         """Render, run, validate and write one day.
 
         Args:
             config: the validated feature set.
             ds: the run date.
             run_id: names the staging area (unique per attempt; generated when None).
+            job_id: the request's job id, handed to an engine with ``begin_day`` (the EMR engine
+                names and dedupes its remote run with it); None: ``run_id``.
 
         Returns:
             The day's outcome; errors of the day become a ``failed`` result with the reason.
@@ -150,6 +154,9 @@ class Materialiser:
             return day(status="failed", reason=str(error), failures=error.as_dicts())
         seconds["render"], clock = time.perf_counter() - clock, time.perf_counter()
         try:
+            begin_day = getattr(self.engine, "begin_day", None)
+            if begin_day is not None:  # a remote engine (EMR) needs the day's identity
+                begin_day(job_id or run_id, key.feature_set, key.version, ds)
             source_columns = self._register_sources(config, rendered)
             steps = [ModelStep(m.name, m.view, m.sql) for m in rendered.models]
             output = self.engine.run_models(steps, rendered.output, output_columns(config))
@@ -212,7 +219,13 @@ class Materialiser:
         )
 
     def materialise_range(
-        self, config: FeatureSetConfig, start: date, end: date, *, force: bool = False
+        self,
+        config: FeatureSetConfig,
+        start: date,
+        end: date,
+        *,
+        force: bool = False,
+        job_id: str | None = None,
     ) -> Iterator[DayResult]:
         """Materialise each day of ``start..end`` in order, yielding each day's result as it ends.
 
@@ -225,6 +238,7 @@ class Materialiser:
             start: first day.
             end: last day (inclusive).
             force: recompute good days too.
+            job_id: the request's job id, passed on to each day.
 
         Yields:
             One result per day, in date order.
@@ -236,7 +250,7 @@ class Materialiser:
                 yield skipped_result(config, ds, marker, self.store)
                 continue
             try:
-                yield self.materialise_day(config, ds)
+                yield self.materialise_day(config, ds, job_id=job_id)
             except Exception as error:  # a store or validator failure ends this day, not the range
                 log.exception("materialising %s for %s failed", config.metadata.name, ds)
                 key = partition_key(config, ds)

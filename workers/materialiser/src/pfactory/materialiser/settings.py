@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from pfactory.bus.settings import ServiceSettings
+from pfactory.materialiser.adapters.emr import EmrOnEksSettings
 
 
 class MaterialiserSettings(ServiceSettings):
@@ -43,3 +44,37 @@ class MaterialiserSettings(ServiceSettings):
     sql_root: str | None = Field(
         default=None, description="Folder that models' 'sql_file' paths are relative to."
     )
+    emr: EmrOnEksSettings | None = Field(
+        default=None,
+        description="EMR on EKS settings of the 'emr' engine; None: read from the PF_EMR_* env vars.",
+    )
+
+    def emr_settings(self) -> EmrOnEksSettings:
+        """The EMR on EKS settings of the 'emr' engine: ``emr`` if given, else the ``PF_EMR_*`` env.
+
+        Raises:
+            ValueError: required EMR settings are missing or invalid; the message names the env vars.
+        """
+        if self.emr is not None:
+            return self.emr
+        try:
+            return EmrOnEksSettings()
+        except ValidationError as error:
+            problems = sorted(
+                {
+                    f"PF_EMR_{str(e['loc'][0]).upper()}"
+                    + ("" if e["type"] == "missing" else f" ({e['msg']})")
+                    for e in error.errors()
+                    if e["loc"]
+                }
+            )
+            required = ", ".join(
+                f"PF_EMR_{name.upper()}"
+                for name, field in EmrOnEksSettings.model_fields.items()
+                if field.is_required()
+            )
+            raise ValueError(
+                "engine 'emr' needs EMR on EKS settings: set "
+                + required
+                + f" (missing or invalid: {', '.join(problems)})"
+            ) from None
