@@ -27,6 +27,13 @@ async def test_openapi_lists_every_path_with_security_and_errors(gateway_setting
         "/v1/models/{name}/aliases/{alias}",
         "/v1/lineage/feature-sets/{name}/versions",
         "/v1/lineage/source-columns",
+        "/v1/feature-sets",
+        "/v1/feature-sets/{name}",
+        "/v1/feature-sets/{name}/versions/{version}",
+        "/v1/feature-sets/{name}/versions/{version}/partitions",
+        "/v1/feature-sets/{name}/versions/{version}/partitions/{ds}",
+        "/v1/feature-sets/{name}/versions/{version}/lineage",
+        "/v1/feature-sets/{name}/versions/{version}/materialisations",
     }
     schemes = document["components"]["securitySchemes"]
     assert schemes["HTTPBearer"]["scheme"] == "bearer"
@@ -43,6 +50,6 @@ async def test_openapi_lists_every_path_with_security_and_errors(gateway_setting
                 assert {"HTTPBearer": []} in operation["security"], (method, path)
                 assert {"401", "403"} <= set(operation["responses"]), (method, path)
     submit = paths["/v1/jobs"]["post"]
-    assert {"202", "422", "415"} <= set(submit["responses"])
+    assert {"202", "409", "422", "415"} <= set(submit["responses"])
     assert {"application/json", "application/yaml", "text/yaml"} <= set(submit["requestBody"]["content"])
     assert "ValidationErrorPublic" in document["components"]["schemas"]

@@ -414,8 +414,8 @@ async def test_lineage_finds_versions_by_feature_set_and_says_when_column_lineag
     assert [v["version"] for v in live["data"]] == [2]
 
     column = (await client.get("/v1/lineage/source-columns", params={"column": "applicants.income"})).json()
-    assert column["data"] == [] and column["live_versions_checked"] == 1
-    assert column["with_column_lineage"] == 0 and "no source-column lineage" in column["note"]
+    assert column["data"] == [] and column["feature_sets"] == []
+    assert "no catalogued feature-set version derives from applicants.income" in column["note"]
 
 
 async def test_the_card_comes_as_json_markdown_or_html_with_user_text_escaped(

@@ -16,9 +16,10 @@ from pfactory.bus.settings import BusSettings
 from pfactory.contracts.events import Envelope
 from pfactory.gateway.auth import ALL_SCOPES, install_api_key
 from pfactory.gateway.errors import ApiError, api_error_handler
+from pfactory.gateway.feature_catalog import apply_feature_envelope
 from pfactory.gateway.outbox import OutboxRelay
 from pfactory.gateway.registry_feed import RegistryFeed
-from pfactory.gateway.routes import aliases, health, jobs, keys, lineage, models
+from pfactory.gateway.routes import aliases, feature_sets, health, jobs, keys, lineage, models
 from pfactory.gateway.settings import GatewaySettings
 from pfactory.gateway.sink import EnvelopeSink, StatusFeed
 from pfactory.gateway.status import apply_status_envelope
@@ -44,7 +45,17 @@ TAGS = [
         "aliases (admin scope); artifacts; model cards. Every change to a version (registration included) "
         "is published as a ModelVersionChanged event derived from its audit trail.",
     },
-    {"name": "lineage", "description": "Which versions were trained on what."},
+    {
+        "name": "feature-sets",
+        "description": "The feature-set catalog: versions registered by FeatureSet submissions (immutable), "
+        "their days as materialisation reported them, partition statistics and validation reports, column "
+        "lineage; materialise or backfill days of a registered version.",
+    },
+    {
+        "name": "lineage",
+        "description": "Which versions were trained on what; which feature sets and model versions depend on "
+        "a source column.",
+    },
     {"name": "keys", "description": "API key administration (admin scope)."},
     {"name": "health", "description": "Liveness and readiness probes (no authentication)."},
 ]
@@ -57,6 +68,7 @@ class Components:
     store: GatewayStore
     sink: EnvelopeSink | None
     status_feed: StatusFeed | None
+    feature_feed: StatusFeed | None = None
 
 
 def build(
@@ -66,6 +78,7 @@ def build(
     store: GatewayStore | None = None,
     bus: BusSettings | None = None,
     status_feed: StatusFeed | None = None,
+    feature_feed: StatusFeed | None = None,
 ) -> Components:
     """Choose the backends: SQLite store; Kafka sink and status feed when a bus is configured.
 
@@ -75,6 +88,7 @@ def build(
         store: a store to use instead of the SQLite file of the settings.
         bus: bus settings; when None and no sink is given, read from ``PF_BUS_*`` if the bus is enabled.
         status_feed: a status feed to use instead of the Kafka consumer.
+        feature_feed: a feed of materialisation outcomes to use instead of the Kafka consumers.
 
     Returns:
         The components.
@@ -84,11 +98,12 @@ def build(
     if bus is None and sink is None and settings.bus_enabled:
         bus = BusSettings()
     if bus is not None:
-        from pfactory.gateway.adapters.bus import KafkaEnvelopeSink, KafkaStatusFeed
+        from pfactory.gateway.adapters.bus import KafkaEnvelopeSink, KafkaStatusFeed, feature_outcome_feed
 
         sink = sink or KafkaEnvelopeSink(bus)
         status_feed = status_feed or KafkaStatusFeed(bus)
-    return Components(store or SqliteGatewayStore(settings.database_path), sink, status_feed)
+        feature_feed = feature_feed or feature_outcome_feed(bus)
+    return Components(store or SqliteGatewayStore(settings.database_path), sink, status_feed, feature_feed)
 
 
 async def _request_invalid(request: Request, error: Exception) -> JSONResponse:
@@ -134,9 +149,10 @@ def create_app(
     bus: BusSettings | None = None,
     status_feed: StatusFeed | None = None,
     registry: Registry | None = None,
+    feature_feed: StatusFeed | None = None,
 ) -> FastAPI:
     """The gateway app; its lifespan opens the store and the registry, starts the relay and the registry
-    feed, follows job status.
+    feed, follows job status and materialisation outcomes.
 
     Args:
         settings: gateway settings.
@@ -146,6 +162,8 @@ def create_app(
         status_feed: follow job status from this instead of Kafka.
         registry: use these registry stores (left open at shutdown) instead of building them from
             ``settings.registry_settings()``.
+        feature_feed: follow materialisation outcomes (``FeaturesMaterialised``, day-level
+            ``MaterialisationFailed``) from this instead of Kafka, into the feature-set catalog.
 
     Returns:
         The FastAPI app.
@@ -153,14 +171,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        parts = build(settings, sink=sink, store=store, bus=bus, status_feed=status_feed)
+        parts = build(
+            settings, sink=sink, store=store, bus=bus, status_feed=status_feed, feature_feed=feature_feed
+        )
         app.state.store = parts.store
         app.state.registry = registry or await build_registry(settings.registry_settings())
         if settings.bootstrap_admin_key is not None:
             await install_api_key(
                 parts.store, settings.bootstrap_admin_key.get_secret_value(), "bootstrap-admin", ALL_SCOPES
             )
-        relay_task = feed_task = status_task = None
+        relay_task = feed_task = status_task = feature_task = None
         app.state.relay = app.state.registry_feed = None
         if parts.sink is not None:
             relay = OutboxRelay(
@@ -192,9 +212,17 @@ def create_app(
                 await apply_status_envelope(jobs_store, envelope)
 
             status_task = asyncio.create_task(parts.status_feed.run(handle), name="gateway-status-feed")
+        if parts.feature_feed is not None:
+            catalog = parts.store
+
+            async def record(envelope: Envelope) -> None:
+                await apply_feature_envelope(catalog, envelope)
+
+            feature_task = asyncio.create_task(parts.feature_feed.run(record), name="gateway-feature-feed")
         try:
             yield
         finally:
+            await _stop(feature_task)
             await _stop(status_task)
             await _stop(feed_task)
             await _stop(relay_task)
@@ -218,6 +246,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(aliases.router)
+    app.include_router(feature_sets.router)
     app.include_router(lineage.router)
     app.include_router(keys.router)
     app.include_router(health.router)

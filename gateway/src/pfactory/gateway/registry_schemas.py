@@ -113,17 +113,6 @@ class AliasUpdate(BaseModel):
     version: int = Field(ge=1, description="The version to hold the alias.")
 
 
-class SourceColumnLineagePublic(BaseModel):
-    """Live versions that depend on a source column, as far as recorded lineage tells."""
-
-    column: str = Field(description="<source>.<column>")
-    data: list[VersionSummaryPublic]
-    count: int
-    live_versions_checked: int = Field(description="Live versions looked at.")
-    with_column_lineage: int = Field(description="How many of them record source-column lineage.")
-    note: str | None = Field(description="Why the answer may be incomplete.")
-
-
 class AmbiguousFeatureSetPublic(ErrorPublic):
     """409: the model is registered on several feature sets; choose one with ?feature_set=."""
 

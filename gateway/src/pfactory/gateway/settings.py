@@ -66,6 +66,19 @@ class GatewaySettings(BaseSettings):
         description="Absolute URL clients reach the gateway at; makes Location headers absolute.",
     )
 
+    feature_store_root: str | None = Field(
+        default=None,
+        description=(
+            "Root of the materialiser's partition store (a local folder, file:// or s3://bucket/prefix), "
+            "read for partition statistics and validation reports; None: use the URI each "
+            "FeaturesMaterialised event recorded."
+        ),
+    )
+    feature_store_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint override for the partition store (e.g. MinIO, moto_server)."
+    )
+    feature_store_region: str | None = Field(default=None, description="S3 region of the partition store.")
+
     registry: RegistrySettings | None = Field(
         default=None,
         description=(

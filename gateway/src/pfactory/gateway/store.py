@@ -1,4 +1,5 @@
-"""What the gateway keeps: jobs, the outbox of envelopes to publish, API keys and feed cursors.
+"""What the gateway keeps: jobs, the outbox of envelopes to publish, API keys, feed cursors and the
+feature-set catalog (:mod:`pfactory.gateway.feature_catalog`).
 
 The Protocols name the roles; :mod:`pfactory.gateway.adapters.sqlite` is the backend.
 """
@@ -11,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pfactory.contracts.events import Envelope, JobKind, JobStatus, JobStatusChanged
+from pfactory.gateway.feature_catalog import FeatureCatalogStore
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ class CursorStore(Protocol):
         """Store the position of a feed (in its own transaction)."""
 
 
-class GatewayStore(JobStore, Outbox, ApiKeyStore, CursorStore, Protocol):
+class GatewayStore(JobStore, Outbox, ApiKeyStore, CursorStore, FeatureCatalogStore, Protocol):
     """Everything the gateway persists, behind one connection."""
 
     async def ping(self) -> None:

@@ -1,4 +1,5 @@
-"""Kafka side of the gateway, built on ``pfactory.bus``: the envelope sink and the job-status feed."""
+"""Kafka side of the gateway, built on ``pfactory.bus``: the envelope sink, the job-status feed and the
+feed of materialisation outcomes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ log = logging.getLogger("pfactory.gateway.bus")
 
 PRODUCER = "gateway"
 STATUS_GROUP = "pfactory-gateway-job-status"
+FEATURE_GROUP = "pfactory-gateway-feature-catalog"
 
 
 class KafkaEnvelopeSink:
@@ -67,24 +69,30 @@ class KafkaStatusFeed:
     """Follows ``pf.jobs.status`` via ``pfactory.bus.subscribe`` (commit after handling)."""
 
     def __init__(
-        self, settings: BusSettings, *, topic: str = topics.JOB_STATUS, group_id: str = STATUS_GROUP
+        self,
+        settings: BusSettings,
+        *,
+        topic: str = topics.JOB_STATUS,
+        group_id: str = STATUS_GROUP,
+        name: str = "gateway_job_status",
     ) -> None:
         self._settings = settings
         self.topic = topic
         self.group_id = group_id
+        self.name = name
 
     async def run(self, handle: EnvelopeHandler) -> None:
         """Consume until cancelled; keep trying to connect while the broker is down."""
         backoff = self._settings.retry_backoff_initial_s
         while True:
-            broker = build_broker(self._settings, service="gateway-status")
+            broker = build_broker(self._settings, service=self.name.replace("_", "-"))
             subscribe(
                 broker,
                 self.topic,
                 group_id=self.group_id,
                 settings=self._settings,
                 publisher=EventPublisher(broker, PRODUCER),
-                name="gateway_job_status",
+                name=self.name,
                 transient=(*TRANSIENT_ERRORS, sqlite3.OperationalError),
             )(handle)
             try:
@@ -92,7 +100,7 @@ class KafkaStatusFeed:
                     await ensure_topics(self._settings, [topics.TOPICS_BY_NAME[self.topic]])
                 await broker.start()
             except Exception as error:
-                log.warning("job status feed cannot start (%s); retrying in %.1f s", error, backoff)
+                log.warning("%s feed cannot start (%s); retrying in %.1f s", self.topic, error, backoff)
                 await _quietly_stop(broker)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._settings.retry_backoff_max_s)
@@ -104,6 +112,37 @@ class KafkaStatusFeed:
                 await asyncio.Event().wait()  # the subscriber runs inside the broker until cancelled
             finally:
                 await _quietly_stop(broker)
+
+
+class CombinedFeed:
+    """Runs several feeds into one handler; stops them all when cancelled or when one fails."""
+
+    def __init__(self, *feeds: KafkaStatusFeed) -> None:
+        self.feeds = feeds
+
+    async def run(self, handle: EnvelopeHandler) -> None:
+        """Consume every feed until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for feed in self.feeds:
+                group.create_task(feed.run(handle), name=f"gateway-feed-{feed.topic}")
+
+
+def feature_outcome_feed(settings: BusSettings) -> CombinedFeed:
+    """``pf.features.materialised`` and ``pf.materialisation.failed``, each in its own consumer group."""
+    return CombinedFeed(
+        KafkaStatusFeed(
+            settings,
+            topic=topics.FEATURES_MATERIALISED,
+            group_id=f"{FEATURE_GROUP}-materialised",
+            name="gateway_features_materialised",
+        ),
+        KafkaStatusFeed(
+            settings,
+            topic=topics.MATERIALISATION_FAILED,
+            group_id=f"{FEATURE_GROUP}-failed",
+            name="gateway_materialisation_failed",
+        ),
+    )
 
 
 async def _quietly_stop(broker: KafkaBroker) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pfactory.contracts.events import Envelope, JobKind, JobStatus, JobStatusChanged
+from pfactory.gateway.adapters.sqlite_features import FEATURE_SCHEMA, SqliteFeatureCatalog
 from pfactory.gateway.store import (
     ApiKeyRecord,
     JobRecord,
@@ -97,8 +98,8 @@ def _now() -> str:
     return _ts(datetime.now(UTC))
 
 
-class SqliteGatewayStore:
-    """Jobs, outbox, API keys and feed cursors in one SQLite file."""
+class SqliteGatewayStore(SqliteFeatureCatalog):
+    """Jobs, outbox, API keys, feed cursors and the feature-set catalog in one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -110,7 +111,7 @@ class SqliteGatewayStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_SCHEMA)
+        self._conn.executescript(_SCHEMA + FEATURE_SCHEMA)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)

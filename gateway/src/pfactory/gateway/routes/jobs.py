@@ -14,6 +14,11 @@ from pfactory.contracts.events import Envelope, JobKind, JobStatus, new_id
 from pfactory.contracts.issues import ConfigError, ConfigIssue
 from pfactory.gateway.auth import Scope, require_scope
 from pfactory.gateway.errors import ApiError
+from pfactory.gateway.feature_catalog import (
+    FeatureSetRegistration,
+    FeatureSetVersionRecord,
+    RegistrationOutcome,
+)
 from pfactory.gateway.routes.common import AUTH_ERRORS, INVALID, relay_of, settings_of, store_of
 from pfactory.gateway.schemas import (
     ErrorPublic,
@@ -151,6 +156,10 @@ def job_public(job: JobRecord) -> JobPublic:
     responses={
         **AUTH_ERRORS,
         **INVALID,
+        409: {
+            "model": ErrorPublic,
+            "description": "A FeatureSet's name + version is already registered with a different config.",
+        },
         415: {"model": ErrorPublic, "description": "The body is neither YAML nor JSON."},
     },
     openapi_extra=_SUBMIT_BODY,
@@ -174,22 +183,47 @@ async def submit_job(
     if start and end and end < start:
         raise config_error(_body_issue("end_ds", f"end_ds {end} is before start_ds {start}"))
 
+    return await accept_submission(request, response, config, submitted_by=key.name, start=start, end=end)
+
+
+async def accept_submission(
+    request: Request,
+    response: Response,
+    config: ValidConfig,
+    *,
+    submitted_by: str | None,
+    start: date | None,
+    end: date | None,
+) -> JobCreated:
+    """Store a validated config's job with its request event (one transaction) and wake the relay.
+
+    A FeatureSet is first registered in the feature-set catalog; a different config under a
+    registered name + version is refused with 409 before any job exists.
+    """
+    store = store_of(request)
     job_id = new_id()
-    event = request_event(config, job_id=job_id, submitted_by=key.name, start_ds=start, end_ds=end)
-    envelope = Envelope.wrap(event, producer=PRODUCER, correlation_id=job_id)
     now = datetime.now(UTC)
+    if config.kind is JobKind.MATERIALISE:
+        registration = FeatureSetRegistration.from_document(
+            config.document, registered_by=submitted_by, registered_at=now, job_id=job_id
+        )
+        result = await store.register_feature_set(registration)
+        if result.outcome is RegistrationOutcome.CONFLICT:
+            raise version_conflict(registration, result.record)
+    event = request_event(config, job_id=job_id, submitted_by=submitted_by, start_ds=start, end_ds=end)
+    envelope = Envelope.wrap(event, producer=PRODUCER, correlation_id=job_id)
     job = JobRecord(
         job_id=job_id,
         kind=config.kind,
         name=config.name,
         status=JobStatus.ACCEPTED,
         config=config.document,
-        submitted_by=key.name,
+        submitted_by=submitted_by,
         created_at=now,
         updated_at=now,
         request_event_id=envelope.event_id,
     )
-    await store_of(request).accept_job(job, envelope, event.TOPIC, event.partition_key())
+    await store.accept_job(job, envelope, event.TOPIC, event.partition_key())
     relay = relay_of(request)
     if relay is not None:
         relay.wake()
@@ -198,6 +232,27 @@ async def submit_job(
     response.headers["Location"] = location
     return JobCreated(
         job_id=job_id, kind=config.kind, name=config.name, status=JobStatus.ACCEPTED, location=location
+    )
+
+
+def version_conflict(registration: FeatureSetRegistration, held: FeatureSetVersionRecord) -> ApiError:
+    """409: the name + version already holds another config (versions are immutable)."""
+    held_spec = (held.config or {}).get("spec", {})
+    new_spec = registration.config.get("spec", {})
+    differing = sorted(k for k in set(held_spec) | set(new_spec) if held_spec.get(k) != new_spec.get(k))
+    ref = f"{registration.name}@{registration.version}"
+    return ApiError(
+        409,
+        "feature_set_version_conflict",
+        f"feature set {ref} is already registered with a different config (spec differs in: "
+        f"{', '.join(differing) or 'name'}); versions are immutable: bump spec.version for the change, "
+        f"or resubmit the registered config (GET /v1/feature-sets/{registration.name}/versions/"
+        f"{registration.version})",
+        feature_set=registration.name,
+        version=registration.version,
+        registered_config_hash=held.config_hash,
+        submitted_config_hash=registration.config_hash,
+        differing_spec_keys=differing,
     )
 
 

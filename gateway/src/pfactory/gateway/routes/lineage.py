@@ -1,8 +1,7 @@
-"""Lineage queries: versions trained on a feature set; live versions depending on a source column."""
+"""Lineage queries: versions trained on a feature set; feature sets and versions depending on a source column."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -10,15 +9,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from pfactory.contracts.events import FeatureSetRef
 from pfactory.gateway import registry_access as ra
 from pfactory.gateway.auth import Scope, require_scope
-from pfactory.gateway.registry_schemas import SourceColumnLineagePublic, VersionsPublic
-from pfactory.gateway.routes.common import AUTH_ERRORS, INVALID
+from pfactory.gateway.feature_schemas import FeatureUsePublic, SourceColumnLineagePublic
+from pfactory.gateway.registry_schemas import VersionsPublic
+from pfactory.gateway.routes.common import AUTH_ERRORS, INVALID, store_of
 from pfactory.gateway.store import ApiKeyRecord
 from pfactory.registry.model import ModelVersion, VersionStatus
 
 router = APIRouter(prefix="/v1/lineage", tags=["lineage"])
 Reader = Annotated[ApiKeyRecord, Depends(require_scope(Scope.READ))]
-LIVE_SCAN_LIMIT = 10_000
-"""The most live versions a source-column query looks at."""
+SCAN_LIMIT = 10_000
+"""The most model versions a source-column query returns."""
 
 
 @router.get(
@@ -50,69 +50,78 @@ async def versions_on_feature_set(
     return VersionsPublic(data=data, count=len(data), next_cursor=page.next_cursor)
 
 
-def recorded_source_columns(record: ModelVersion) -> set[str] | None:
-    """The source columns a version's lineage records (``<source>.<column>``), or None if it records none.
-
-    Reads ``lineage.source_columns`` as a list of columns or a feature → columns mapping, the shape the
-    materialiser's column lineage is expected to take; versions registered before it record nothing.
-    """
-    recorded = getattr(record.lineage, "source_columns", None)
-    if isinstance(recorded, dict):
-        return {str(column) for columns in recorded.values() for column in _as_list(columns)}
-    if isinstance(recorded, list | tuple | set | frozenset):
-        return {str(column) for column in recorded}
-    return None
-
-
-def _as_list(value: object) -> Iterable[object]:
-    return value if isinstance(value, list | tuple | set | frozenset) else [value]
+ANY_STATUS = "any"
 
 
 @router.get(
     "/source-columns",
     response_model=SourceColumnLineagePublic,
-    summary="Live versions depending on a source column",
-    description="Answers from each live version's recorded column lineage. Versions that record none cannot "
-    "be placed, and `note` says so (column lineage is recorded by the materialiser; versions trained "
-    "before it record nothing). Needs the `read` scope.",
+    summary="Feature sets and model versions depending on a source column",
+    description="One query: the feature-set versions whose features derive from `column` (their column "
+    "lineage: parsed from the rendered SQL by the materialiser, else declared in the config), and the "
+    "registry's model versions trained on those feature-set versions — live ones by default, another "
+    "status with `?status=`, every status with `?status=any`. Needs the `read` scope.",
     responses={**AUTH_ERRORS, **INVALID},
 )
-async def live_versions_on_source_column(
+async def versions_on_source_column(
     request: Request,
     _key: Reader,
     column: Annotated[str, Query(min_length=1, description="<source>.<column>, e.g. applicants.income")],
+    status: Annotated[
+        str, Query(description="Model version status to look for: live (default), any other status, or any.")
+    ] = VersionStatus.LIVE.value,
 ) -> SourceColumnLineagePublic:
+    wanted: VersionStatus | None = None
+    if status != ANY_STATUS:
+        try:
+            wanted = VersionStatus(status)
+        except ValueError as error:
+            allowed = ", ".join([*(s.value for s in VersionStatus), ANY_STATUS])
+            raise ra.invalid_parameter("status", f"'{status}' is not one of {allowed}") from error
+    matches = await store_of(request).features_on_source_column(column)
+    grouped: dict[tuple[str, str], list[str]] = {}
+    origins: dict[tuple[str, str], str] = {}
+    for match in matches:
+        grouped.setdefault((match.name, match.version), []).append(match.feature)
+        origins[(match.name, match.version)] = match.origin
     index = ra.registry_of(request).index
-    matching: list[ModelVersion] = []
-    checked = with_lineage = 0
-    cursor: str | None = None
-    while checked < LIVE_SCAN_LIMIT:
-        page = await index.query(status=VersionStatus.LIVE, limit=500, cursor=cursor)
-        for record in page.items:
-            checked += 1
-            columns = recorded_source_columns(record)
-            if columns is not None:
-                with_lineage += 1
-                if column in columns:
-                    matching.append(record)
-        if page.next_cursor is None:
-            break
-        cursor = page.next_cursor
-    note = None
-    if checked and with_lineage < checked:
-        note = (
-            f"{checked - with_lineage} of {checked} live versions record no source-column lineage, so whether "
-            f"they read {column} is unknown (column lineage comes from the materialiser; versions trained "
-            "before it was recorded have none)"
+    uses: list[FeatureUsePublic] = []
+    versions: list[ModelVersion] = []
+    truncated = False
+    for (name, version), features in grouped.items():
+        found: list[ModelVersion] = []
+        cursor: str | None = None
+        while True:
+            page = await index.query(
+                feature_set=FeatureSetRef(name=name, version=version), status=wanted, limit=500, cursor=cursor
+            )
+            found.extend(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+            if len(versions) + len(found) >= SCAN_LIMIT:
+                truncated = True
+                break
+        versions.extend(found)
+        uses.append(
+            FeatureUsePublic(
+                feature_set=f"{name}@{version}",
+                name=name,
+                version=version,
+                features=sorted(features),
+                origin=origins[(name, version)],
+                model_versions=len(found),
+            )
         )
-    elif not checked:
-        note = "no version is live"
-    data = [ra.version_summary(record) for record in matching]
+    note = None
+    if not uses:
+        note = (
+            f"no catalogued feature-set version derives from {column} (lineage is recorded when a "
+            "FeatureSet is submitted and when its days are materialised)"
+        )
+    elif truncated:
+        note = f"more than {SCAN_LIMIT} model versions match; the list is cut there"
+    data = [ra.version_summary(record) for record in versions]
     return SourceColumnLineagePublic(
-        column=column,
-        data=data,
-        count=len(data),
-        live_versions_checked=checked,
-        with_column_lineage=with_lineage,
-        note=note,
+        column=column, status=status, feature_sets=uses, data=data, count=len(data), note=note
     )
