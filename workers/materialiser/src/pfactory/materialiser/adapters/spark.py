@@ -17,6 +17,7 @@ import pyarrow as pa
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from pfactory.materialiser.engine import EngineError, EngineOutput, ModelStep, OutputColumn, SourceTable
 
@@ -69,6 +70,7 @@ class LocalSparkEngine:
         self.settings = settings or SparkEngineSettings()
         self._session: SparkSession | None = None
         self._lock = threading.RLock()
+        self._csv_schemas: dict[str, StructType] = {}
 
     @property
     def session(self) -> SparkSession:
@@ -90,9 +92,25 @@ class LocalSparkEngine:
             raise EngineError(f"source '{source.name}' has no data: {location} does not exist")
         options: dict[str, str] = {"inferSchema": "true"} if source.format == "csv" else {}
         options.update(source.options)
+        # Inferring a CSV schema scans every file under the root, and a partitioned root grows by a
+        # day each run: infer once per location and process, then read with that schema (measured:
+        # 0.84 s of a 1M-row day's Spark time on day 7 of a backfill, growing with each day).
+        infer_once = (
+            source.format == "csv" and "schema" not in source.options and options["inferSchema"] == "true"
+        )
+        cached = self._csv_schemas.get(location) if infer_once else None
         with self._lock:
             try:
-                frame = self.session.read.format(source.format).options(**options).load(location)
+                reader = self.session.read.format(source.format)
+                if cached is not None:
+                    reader = reader.schema(cached)
+                    options["inferSchema"] = "false"
+                frame = reader.options(**options).load(location)
+                if infer_once and cached is None:
+                    partition_keys = _partition_keys(Path(location))
+                    self._csv_schemas[location] = StructType(
+                        [f for f in frame.schema.fields if f.name not in partition_keys]
+                    )
                 frame.createOrReplaceTempView(source.view)
                 return list(frame.columns)
             except PySparkException as error:
@@ -145,3 +163,10 @@ def _cast(column: OutputColumn) -> Any:
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _partition_keys(root: Path) -> set[str]:
+    """The Hive partition column names under ``root`` (``ds`` for ``root/ds=2024-01-01/``)."""
+    if not root.is_dir():
+        return set()
+    return {child.name.split("=", 1)[0] for child in root.iterdir() if child.is_dir() and "=" in child.name}
