@@ -73,10 +73,18 @@ GATEWAY = ServiceSpec(
         "PF_GATEWAY_BOOTSTRAP_ADMIN_KEY": "{api_key}",
         "PF_GATEWAY_PUBLIC_BASE_URL": "http://127.0.0.1:{port}",
         "PF_REGISTRY_DATA_DIR": "{home}/registry",
+        "PF_GATEWAY_FEATURE_STORE_ROOT": "{home}",
     },
 )
 WORKERS: tuple[ServiceSpec, ...] = (
-    ServiceSpec("materialiser", "pfactory.materialiser", 8102, "PF_MATERIALISER_HEALTH_PORT"),
+    # partitions live under the stack's home; the gateway reads their stats and reports from there
+    ServiceSpec(
+        "materialiser",
+        "pfactory.materialiser",
+        8102,
+        "PF_MATERIALISER_HEALTH_PORT",
+        {"PF_MATERIALISER_STORE_ROOT": "{home}"},
+    ),
     ServiceSpec("trainer", "pfactory.trainer", 8101, "PF_TRAINER_HEALTH_PORT"),
     # the registrar writes the registry the gateway reads: one folder and SQLite file for both
     ServiceSpec(
