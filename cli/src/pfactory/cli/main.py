@@ -316,6 +316,16 @@ def _print_request_event(console: Console, home: Path, job: dict[str, Any]) -> N
         )
 
 
+def _brief(result: dict[str, Any], longest: int = 3) -> dict[str, Any]:
+    """A job result for one line: long lists shortened (`jobs show --json` has them whole)."""
+    return {
+        key: [*value[:longest], f"… {len(value) - longest} more"]
+        if isinstance(value, list) and len(value) > longest
+        else value
+        for key, value in result.items()
+    }
+
+
 # -------------------------------------------------------------------------------------- jobs
 
 
@@ -429,7 +439,8 @@ def _watch(
     if status == "succeeded":
         result = job.get("result") or {}
         console.print(
-            f"[green]succeeded[/] job {job_id}" + (f": {escape(json.dumps(result))}" if result else "")
+            f"[green]succeeded[/] job {job_id}"
+            + (f": {escape(json.dumps(_brief(result)))}" if result else "")
         )
         return EXIT_OK
     console.print(f"[red]failed[/] job {job_id}: {escape(str(job.get('reason') or 'no reason given'))}")
