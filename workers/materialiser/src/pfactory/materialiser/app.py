@@ -42,7 +42,10 @@ def build_materialiser(settings: MaterialiserSettings) -> Materialiser:
 
         engine = LocalSparkEngine(
             SparkEngineSettings(
-                master=settings.spark_master, shuffle_partitions=settings.spark_shuffle_partitions
+                master=settings.spark_master,
+                shuffle_partitions=settings.spark_shuffle_partitions,
+                s3_endpoint_url=settings.s3_endpoint_url,
+                s3_region=settings.s3_region,
             )
         )
     store = build_partition_store(

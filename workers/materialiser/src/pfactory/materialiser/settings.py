@@ -28,9 +28,10 @@ class MaterialiserSettings(ServiceSettings):
         description="Where partitions are written: a local folder or 's3://bucket/prefix'.",
     )
     s3_endpoint_url: str | None = Field(
-        default=None, description="S3 endpoint override for the partition store (e.g. moto_server)."
+        default=None,
+        description="S3 endpoint override for the partition store and s3:// sources (e.g. moto_server).",
     )
-    s3_region: str | None = Field(default=None, description="AWS region of the store bucket.")
+    s3_region: str | None = Field(default=None, description="AWS region of the store bucket and S3 sources.")
     engine: Literal["local", "emr"] = Field(
         default="local", description="SQL engine: 'local' (a warm PySpark session) or 'emr' (EMR on EKS)."
     )

@@ -35,10 +35,10 @@ from datetime import date
 from typing import Any, TypeVar
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.dataset as pa_ds
 from pyarrow import fs
 
+from pfactory.materialiser.adapters.arrow_io import arrow_format, s3_filesystem
 from pfactory.materialiser.adapters.emr import (
     EmrJobError,
     EmrOnEksJobRunner,
@@ -93,7 +93,7 @@ class EmrSqlEngine:
         self._lock = threading.RLock()
         self._day: DayContext | None = None
         self._sources: dict[str, SourceTable] = {}
-        self.filesystem = _s3_filesystem(settings)
+        self.filesystem = s3_filesystem(settings.s3_endpoint_url, settings.region)
         self.last_run_id: str | None = None
         """The EMR job run id of the latest ``run_models`` (for logs and tests)."""
 
@@ -127,7 +127,7 @@ class EmrSqlEngine:
             dataset = pa_ds.dataset(
                 path,
                 filesystem=self.filesystem,
-                format=_arrow_format(source),
+                format=arrow_format(source, csv_header_default=True),  # as the entry script reads CSV
                 partitioning="hive" if source.partitioned else None,
             )
             columns = list(dataset.schema.names)
@@ -246,29 +246,6 @@ async def _build(
     factory: Callable[[EmrOnEksSettings], EmrOnEksJobRunner], settings: EmrOnEksSettings
 ) -> EmrOnEksJobRunner:
     return factory(settings)
-
-
-def _s3_filesystem(settings: EmrOnEksSettings) -> fs.S3FileSystem:
-    options: dict[str, Any] = {"region": settings.region}
-    if settings.s3_endpoint_url:
-        scheme, _, host = settings.s3_endpoint_url.rpartition("://")
-        options.update(endpoint_override=host or settings.s3_endpoint_url, scheme=scheme or "https")
-    return fs.S3FileSystem(**options)
-
-
-def _arrow_format(source: SourceTable) -> Any:
-    if source.format == "parquet":
-        return "parquet"
-    if source.format == "csv":
-        options = {k.lower(): v for k, v in source.options.items()}
-        # the entry script reads CSV with a header unless the source says otherwise
-        header = options.get("header", "true").lower() == "true"
-        delimiter = options.get("sep") or options.get("delimiter") or ","
-        return pa_ds.CsvFileFormat(
-            parse_options=pa_csv.ParseOptions(delimiter=delimiter),
-            read_options=pa_csv.ReadOptions(autogenerate_column_names=not header),
-        )
-    raise EngineError(f"source '{source.name}': format '{source.format}' is not readable by the EMR engine")
 
 
 def _cast(table: pa.Table, columns: Sequence[OutputColumn]) -> EngineOutput:

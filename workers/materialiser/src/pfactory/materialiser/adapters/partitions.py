@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs
 
+from pfactory.materialiser.adapters.arrow_io import s3_filesystem
 from pfactory.materialiser.storage import (
     DATA_FILE,
     FAILED_MARKER,
@@ -174,14 +175,8 @@ class S3PartitionStore(_FileSystemPartitionStore):
     ) -> None:
         if not uri.startswith("s3://"):
             raise ValueError(f"an S3 store root must be an s3:// URI, not '{uri}'")
-        options: dict[str, Any] = {}
-        if endpoint_url:
-            scheme, _, host = endpoint_url.rpartition("://")
-            options.update(endpoint_override=host or endpoint_url, scheme=scheme or "https")
-        if region:
-            options["region"] = region
         base = uri.removeprefix("s3://").rstrip("/")
-        super().__init__(fs.S3FileSystem(**options), base, f"s3://{base}", on_step)
+        super().__init__(s3_filesystem(endpoint_url, region), base, f"s3://{base}", on_step)
 
     def _publish(self, staging: str, final: str, files: dict[str, bytes], marker: tuple[str, bytes]) -> None:
         old = self._list(final)

@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from pfactory.materialiser.adapters.arrow_io import read_s3_source, s3_filesystem
 from pfactory.materialiser.engine import EngineError, EngineOutput, ModelStep, OutputColumn, SourceTable
 
 log = logging.getLogger("pfactory.materialiser.spark")
@@ -43,6 +44,8 @@ class SparkEngineSettings:
     master: str = "local[2]"
     shuffle_partitions: int = 4
     app_name: str = "pfactory-materialiser"
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
 
 
 _session_lock = threading.Lock()
@@ -84,10 +87,7 @@ class LocalSparkEngine:
         """Read ``source`` (partitioned: from its root with Hive discovery) as ``source.view``."""
         location = source.location
         if location.startswith("s3://"):
-            raise EngineError(
-                f"source '{source.name}' is on S3 ({location}); the local Spark engine reads local paths "
-                "only (no hadoop-aws here): use the EMR engine or a local data_root"
-            )
+            return self._register_s3_source(source)
         if not Path(location).exists():
             raise EngineError(f"source '{source.name}' has no data: {location} does not exist")
         options: dict[str, str] = {"inferSchema": "true"} if source.format == "csv" else {}
@@ -117,6 +117,23 @@ class LocalSparkEngine:
                 raise EngineError(
                     f"source '{source.name}' could not be read from {location}: {error}"
                 ) from error
+
+    def _register_s3_source(self, source: SourceTable) -> list[str]:
+        # No hadoop-aws jars here, so Spark cannot read s3a://: pyarrow reads the source (Hive
+        # partitions included) and hands Spark the Arrow table. Fine for the embedded engine's
+        # scale; EMR reads S3 natively in production.
+        table = read_s3_source(
+            source,
+            s3_filesystem(self.settings.s3_endpoint_url, self.settings.s3_region),
+            csv_header_default=False,  # Spark's CSV default, as for local files
+        )
+        with self._lock:
+            try:
+                frame = self.session.createDataFrame(table)
+                frame.createOrReplaceTempView(source.view)
+                return list(frame.columns)
+            except PySparkException as error:
+                raise EngineError(f"source '{source.name}' from {source.location}: {error}") from error
 
     def run_models(
         self, steps: Sequence[ModelStep], output: str, columns: Sequence[OutputColumn]
