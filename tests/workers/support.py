@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import UnknownError
 
 from pfactory.bus.embedded import free_port
 from pfactory.bus.reading import read_envelopes
@@ -113,7 +115,16 @@ async def publish(settings: BusSettings, event: Event, *, producer: str = "test"
     await client.start()
     try:
         key = event.partition_key()
-        await client.send_and_wait(event.TOPIC, envelope.to_bytes(), key=key.encode() if key else None)
+        for attempt in range(4):  # Tansu may answer UnknownError to a partition's first write after a restart
+            try:
+                await client.send_and_wait(
+                    event.TOPIC, envelope.to_bytes(), key=key.encode() if key else None
+                )
+                break
+            except UnknownError:
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
     finally:
         await client.stop()
     return envelope

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, UnknownError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -152,6 +154,13 @@ async def ensure_topics(
     return created
 
 
+PUBLISH_ATTEMPTS = 4
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    return isinstance(error, (UnknownError, OSError)) or bool(getattr(error, "retriable", False))
+
+
 class EventPublisher:
     """Publishes events wrapped in envelopes: key = the event's partition key, value = envelope JSON."""
 
@@ -201,16 +210,27 @@ class EventPublisher:
         Raises:
             aiokafka.errors.KafkaError: the broker did not acknowledge the record.
         """
-        await self.broker.publish(
-            envelope.to_bytes(),
-            topic,
-            key=key.encode() if key is not None else None,
-            headers={
-                HEADER_EVENT_TYPE: envelope.type,
-                HEADER_EVENT_ID: envelope.event_id,
-                HEADER_SCHEMA_VERSION: str(envelope.schema_version),
-                HEADER_PRODUCER: envelope.producer,
-                "content-type": "application/json",
-            },
-            correlation_id=envelope.correlation_id,
-        )
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await self.broker.publish(
+                    envelope.to_bytes(),
+                    topic,
+                    key=key.encode() if key is not None else None,
+                    headers={
+                        HEADER_EVENT_TYPE: envelope.type,
+                        HEADER_EVENT_ID: envelope.event_id,
+                        HEADER_SCHEMA_VERSION: str(envelope.schema_version),
+                        HEADER_PRODUCER: envelope.producer,
+                        "content-type": "application/json",
+                    },
+                    correlation_id=envelope.correlation_id,
+                )
+                return
+            except (KafkaError, OSError) as error:
+                # Tansu answers UnknownError when two producers race to write a partition's first
+                # batch (seen after a broker restart); brokers also fail over. The event id is fixed,
+                # so a retry that duplicates the record is deduplicated by consumers.
+                if attempt == PUBLISH_ATTEMPTS or not _worth_retrying(error):
+                    raise
+                log.warning("publishing %s to %s failed (%s); retrying", envelope.type, topic, error)
+                await asyncio.sleep(0.1 * 2**attempt)
