@@ -147,4 +147,10 @@ def test_demo_submits_the_examples_sees_their_events_and_stops_the_stack(tmp_pat
     assert "MaterialisationRequested on pf.materialisation.requested" in out
     assert "TrainRequested on pf.train.requested" in out
     assert "demo passed" in out
+    assert "7/7 days" in out and "succeeded" in out
+    features = home / "features" / "feature_set=credit-features" / "version=1"
+    assert sorted(p.name for p in features.glob("ds=*") if (p / "_SUCCESS").exists()) == [
+        f"ds=2024-01-0{day}" for day in range(1, 8)
+    ]
+    assert (tmp_path / "data" / "raw" / "ground_truth.json").exists()
     assert read_stack_state(home) is None  # the stack it started is gone again

@@ -1,16 +1,20 @@
 """``pfactory demo``: the example configs through the real stack, shown step by step.
 
-Until training and materialisation land, the demo proves the front half of the flow: each config is
-validated, accepted by the gateway, persisted, published as its request event (read back here from
-its topic), and picked up by its worker, which reports honestly that the work is not built yet.
+It generates the seeded example credit data, then each config is validated, accepted by the
+gateway, persisted and published as its request event (read back here from its topic). The feature
+set is backfilled over the generated days into validated partitions; the model's worker reports
+honestly which issue brings training until it lands.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,9 @@ from pfactory.cli.render import TERMINAL, print_issues, print_jobs
 from pfactory.cli.stack import Stack, StackError, read_stack_state
 
 KIND_ORDER = {"FeatureSet": 0, "Model": 1}
+DEMO_START = date(2024, 1, 1)
+DEMO_DAYS = 7
+DEMO_APPLICANTS_PER_DAY = 2000
 
 
 @dataclass
@@ -36,18 +43,18 @@ class Submission:
     seen: SeenEnvelope | None = None
 
 
-def example_configs(folder: Path) -> list[Path]:
-    """The example configs to submit, feature sets before models (``broken/`` and friends excluded)."""
+def _kind(path: Path) -> str:
     from pfactory.contracts.loader import load_config
 
-    found: list[tuple[int, str, Path]] = []
-    for path in sorted(folder.glob("*.y*ml")):
-        kind: str
-        try:
-            kind = load_config(path).kind
-        except Exception:  # an invalid example is submitted anyway: the gateway's answer is the point
-            kind = ""
-        found.append((KIND_ORDER.get(kind, 2), path.name, path))
+    try:
+        return load_config(path).kind
+    except Exception:  # an invalid example is submitted anyway: the gateway's answer is the point
+        return ""
+
+
+def example_configs(folder: Path) -> list[Path]:
+    """The example configs to submit, feature sets before models (``broken/`` and friends excluded)."""
+    found = [(KIND_ORDER.get(_kind(path), 2), path.name, path) for path in sorted(folder.glob("*.y*ml"))]
     return [path for _, _, path in sorted(found)]
 
 
@@ -77,18 +84,75 @@ def run_demo(console: Console, *, home: Path, examples: Path) -> int:
             gateway_url, bootstrap, api_key = stack.gateway_url, stack.bootstrap_servers, stack.api_key
             console.print(f"stack up: gateway {gateway_url}, broker {bootstrap}, logs in {stack.logs_dir}")
         client = cleanup.enter_context(GatewayClient(gateway_url, api_key))
+        if not _generate_data(console, examples, home.resolve().parent / "data" / "raw"):
+            return 1
         submissions = _submit_all(console, client, configs)
         _find_events(console, bootstrap, submissions)
+        features_ok = _follow_materialisations(console, client, submissions)
         _show_states(console, client, submissions)
     accepted = [s for s in submissions if s.job]
-    ok = len(accepted) == len(submissions) and all(s.seen for s in submissions)
+    ok = len(accepted) == len(submissions) and all(s.seen for s in submissions) and features_ok
     if ok:
         console.print(
-            f"[green]demo passed[/]: {len(submissions)} configs accepted, each request event seen on the bus"
+            f"[green]demo passed[/]: {len(submissions)} configs accepted, each request event seen on the bus, "
+            f"{DEMO_DAYS} days of features materialised and validated under {home}/features"
         )
     else:
-        console.print("[red]demo failed[/]: a config was refused or its request event never reached the bus")
+        console.print(
+            "[red]demo failed[/]: a config was refused, a request event never reached the bus, "
+            "or the features did not materialise (see the job above and the logs under "
+            f"{home}/logs)"
+        )
     return 0 if ok else 1
+
+
+def _generate_data(console: Console, examples: Path, out: Path) -> bool:
+    """Write the seeded example credit data where the stack's materialiser reads it (data/raw)."""
+    console.rule("0. generate the example credit data")
+    script = examples / "credit" / "generate_data.py"
+    spec = importlib.util.spec_from_file_location("pfactory_demo_generate_data", script)
+    if spec is None or spec.loader is None or not script.exists():
+        console.print(f"[red]error:[/] the data generator {script} is missing")
+        return False
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(module)
+    summary = module.generate(out, DEMO_START, DEMO_DAYS, DEMO_APPLICANTS_PER_DAY, 7, progress=lambda _: None)
+    console.print(
+        f"[green]generated[/] {DEMO_DAYS} days of {DEMO_APPLICANTS_PER_DAY:,} applicants a day from {DEMO_START} "
+        f"in {summary.seconds:.1f}s under {out} (ground truth and injected bias: {out}/ground_truth.json)"
+    )
+    return True
+
+
+def _follow_materialisations(console: Console, client: GatewayClient, submissions: list[Submission]) -> bool:
+    """Follow each feature-set job to its end with its progress; True when every one succeeded."""
+    jobs = [s.job for s in submissions if s.job and s.job.get("kind") == "materialise"]
+    if not jobs:
+        return True
+    console.rule(f"3. materialise {DEMO_DAYS} days of features (Spark, Great Expectations, lineage)")
+    ok = True
+    for accepted in jobs:
+        job_id, shown, deadline = str(accepted["job_id"]), "", time.monotonic() + 600
+        while True:
+            job = client.get_job(job_id)
+            progress = job.get("progress") or {}
+            line = f"{job['status']} {progress.get('done', 0)}/{progress.get('total', '?')} days"
+            if progress.get("message"):
+                line += f" — {progress['message']}"
+            if line != shown:
+                console.print(f"[dim]•[/] {escape(str(accepted.get('name')))}: {escape(line)}")
+                shown = line
+            if job["status"] in TERMINAL:
+                break
+            if time.monotonic() > deadline:
+                console.print(f"[red]timed out[/] waiting for job {job_id}")
+                return False
+            time.sleep(0.5)
+        if job["status"] != "succeeded":
+            console.print(f"[red]failed[/] job {job_id}: {escape(str(job.get('reason')))}")
+            ok = False
+    return ok
 
 
 def _stop_stack(console: Console, stack: Stack) -> None:
@@ -104,7 +168,11 @@ def _submit_all(console: Console, client: GatewayClient, configs: list[Path]) ->
         submissions.append(submission)
         try:
             text = path.read_text(encoding="utf-8")
-            submission.job = client.submit(text if text.endswith("\n") else text + "\n", str(path))
+            window: dict[str, str] = {}
+            if _kind(path) == "FeatureSet":  # backfill the generated days
+                last = DEMO_START + timedelta(days=DEMO_DAYS - 1)
+                window = {"start_ds": DEMO_START.isoformat(), "end_ds": last.isoformat()}
+            submission.job = client.submit(text, str(path), **window)
         except ConfigRejected as rejected:
             console.print(f"[red]refused[/] {escape(str(path))}: {escape(rejected.summary)}")
             print_issues(console, rejected.issues, filename=str(path))
@@ -143,7 +211,7 @@ def _find_events(console: Console, bootstrap: str, submissions: list[Submission]
 
 
 def _show_states(console: Console, client: GatewayClient, submissions: list[Submission]) -> None:
-    console.rule("3. job states, as the workers report them")
+    console.rule("4. job states, as the workers report them")
     job_ids = [str(s.job["job_id"]) for s in submissions if s.job]
     jobs: list[dict[str, Any]] = []
     deadline = time.monotonic() + 30
