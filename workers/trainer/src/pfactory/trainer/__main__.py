@@ -1,15 +1,26 @@
-"""``python -m pfactory.trainer``: run the trainer until SIGTERM/SIGINT."""
+"""``python -m pfactory.trainer``: run the trainer service; ``… run-job SPEC`` runs one isolated run."""
 
 from __future__ import annotations
 
-from pfactory.trainer.app import run
-from pfactory.trainer.settings import TrainerSettings
+import sys
 
 
-def main() -> None:
-    """Read settings from the environment and serve."""
+def main(argv: list[str] | None = None) -> int:
+    """Serve the trainer, or run one training run when called as ``run-job SPEC``."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "run-job":
+        from pfactory.trainer.job import main as run_job_main
+
+        return run_job_main(args)
+    if args:
+        print(f"unknown command {args[0]!r}; use no arguments to serve, or 'run-job SPEC_URI'", file=sys.stderr)
+        return 2
+    from pfactory.trainer.app import run
+    from pfactory.trainer.settings import TrainerSettings
+
     run(TrainerSettings())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -82,6 +82,14 @@ class Training(StrictModel):
     """Training data window and split."""
 
     window: TrainingWindow = Field(description="Label dates to train on.")
+    lookback_days: int = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="How many days before a label's date its features may come from: each label is "
+        "joined with its entity's row in the latest validated partition on or before the label date "
+        "and at most this many days earlier (0: that day's partition only). Never after the label date.",
+    )
     split: Split = Field(default_factory=Split, description="How the test set is held out.")
 
 
@@ -95,6 +103,13 @@ class Metrics(StrictModel):
         description="Gate for registration: a minimum per metric "
         "(a maximum for log_loss, brier_score, rmse, mae, mape).",
     )
+    bootstrap_resamples: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        description="Bootstrap resamples of the test set behind each metric's 95% confidence interval; "
+        "0 reports the point estimate alone.",
+    )
 
 
 class Fairness(StrictModel):
@@ -106,6 +121,13 @@ class Fairness(StrictModel):
     metrics: list[FairnessMetric] = Field(min_length=1, description="Fairness measures to compute.")
     constraints: dict[FairnessMetric, float] = Field(
         default_factory=dict, description="Largest allowed gap per measure; a model over it is not approved."
+    )
+    decision_threshold: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Score at or above which an applicant counts as selected (predicted positive) when "
+        "selection rates, TPR and FPR are compared across groups.",
     )
 
 

@@ -150,6 +150,13 @@ class SelectionMode(StrEnum):
     TOP_K_ENSEMBLE = "top_k_ensemble"
 
 
+class EnsembleMethod(StrEnum):
+    """How the top-k trials are combined."""
+
+    SOFT_VOTING = "soft_voting"
+    STACKING = "stacking"
+
+
 class Selection(StrictModel):
     """How the sweep's result is chosen."""
 
@@ -160,6 +167,11 @@ class Selection(StrictModel):
     k: int | None = Field(default=None, ge=2, description="Ensemble size; required for top_k_ensemble.")
     metric: Metric | None = Field(
         default=None, description="Metric to rank trials by; default: metrics.primary."
+    )
+    ensemble: EnsembleMethod = Field(
+        default=EnsembleMethod.SOFT_VOTING,
+        description="top_k_ensemble only: soft_voting averages the k models' probabilities (their "
+        "predictions, for regressors); stacking fits a linear model on their out-of-fold outputs.",
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,1 @@
+"""statsmodels GLMs behind the scikit-learn estimator interface (worked adapter example)."""
