@@ -26,6 +26,7 @@ from pfactory.bus.broker import (
 )
 from pfactory.bus.consumer import (
     TRANSIENT_ERRORS,
+    ConsumerLoad,
     EnvelopeHandler,
     LagSample,
     TransientError,
@@ -46,6 +47,7 @@ from pfactory.bus.settings import BusSettings
 __all__ = [
     "TRANSIENT_ERRORS",
     "BusSettings",
+    "ConsumerLoad",
     "EmbeddedBroker",
     "EmbeddedBrokerError",
     "EnvelopeHandler",

@@ -8,11 +8,8 @@ record is delivered again (handlers are idempotent, see :mod:`pfactory.bus.idemp
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Annotated, Any, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -23,16 +20,25 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from faststream.message import StreamMessage
 
+from pfactory.bus import delivery
 from pfactory.bus.broker import EventPublisher
+from pfactory.bus.concurrency import ConcurrentDelivery
+from pfactory.bus.delivery import EnvelopeHandler, LagSample, RecordProcessor
+from pfactory.bus.inflight import ConsumerLoad
 from pfactory.bus.settings import BusSettings
-from pfactory.contracts.events import DeadLettered, Envelope
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "ConsumerLoad",
+    "EnvelopeHandler",
+    "LagSample",
+    "TransientError",
+    "consumer_lag",
+    "is_transient",
+    "subscribe",
+]
 
 log = logging.getLogger("pfactory.bus")
-
-EnvelopeHandler = Callable[[Envelope], Awaitable[None]]
-"""What ``subscribe`` decorates: ``async def handle(envelope: Envelope) -> None``."""
-
-_DEAD_LETTER_NAMESPACE = uuid.UUID("6d1f4b8e-3c55-4c1e-9a7e-0f1b2c3d4e5f")
 
 
 class TransientError(Exception):
@@ -45,24 +51,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError, ConnectionE
 
 def is_transient(error: BaseException, transient: tuple[type[BaseException], ...] = TRANSIENT_ERRORS) -> bool:
     """True when ``error`` (or the exception it was raised from) is one of the ``transient`` types."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, transient):
-            return True
-        seen.add(id(current))
-        current = current.__cause__
-    return False
-
-
-@dataclass(frozen=True)
-class LagSample:
-    """Records still waiting on one partition after a record was handled (highwater - position)."""
-
-    topic: str
-    partition: int
-    group_id: str
-    lag: int
+    return delivery.is_transient(error, transient)
 
 
 async def consumer_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
@@ -92,34 +81,35 @@ async def _raw_body(message: StreamMessage[Any]) -> bytes:
 
 
 class _DeliveryLoop:
-    """Runs one handler over the records of one subscription with the delivery guarantees."""
+    """Runs one handler over the records of one subscription, one record at a time."""
 
     def __init__(
         self,
-        handler: EnvelopeHandler,
+        processor: RecordProcessor,
         *,
-        name: str,
-        group_id: str,
-        settings: BusSettings,
-        publisher: EventPublisher,
-        transient: tuple[type[BaseException], ...],
         on_lag: Callable[[LagSample], None] | None,
+        load: ConsumerLoad | None,
     ) -> None:
-        self.handler = handler
-        self.name = name
-        self.group_id = group_id
-        self.settings = settings
-        self.publisher = publisher
-        self.transient = transient
+        self.processor = processor
         self.on_lag = on_lag
+        self.load = load
+        if load is not None:
+            load.capacity = 1
 
-    async def __call__(self, message: Annotated[KafkaMessage, Context("message")]) -> None:
+    async def __call__(self, message: KafkaMessage) -> None:
         record = cast("ConsumerRecord[bytes, bytes]", message.raw_message)
         consumer = cast(AIOKafkaConsumer, message.consumer)
-        if not await self._process(record):
+        if self.load is not None:
+            self.load.in_flight = 1
+        try:
+            durable = await self.processor.process(record)
+        finally:
+            if self.load is not None:
+                self.load.in_flight = 0
+        if not durable:
             # The dead letter could not be published: rewind so the record comes again.
             await message.nack()
-            await asyncio.sleep(self.settings.retry_backoff_max_s)
+            await asyncio.sleep(self.processor.settings.retry_backoff_max_s)
             return
         partition = TopicPartition(record.topic, record.partition)
         try:
@@ -127,7 +117,7 @@ class _DeliveryLoop:
         except KafkaError as error:  # a rebalance took the partition: its next owner redelivers
             log.warning(
                 "%s: commit of %s@%d failed (%r); it will be redelivered",
-                self.name,
+                self.processor.name,
                 partition,
                 record.offset,
                 error,
@@ -138,100 +128,12 @@ class _DeliveryLoop:
             if highwater is not None:
                 self.on_lag(
                     LagSample(
-                        record.topic, record.partition, self.group_id, max(0, highwater - record.offset - 1)
+                        record.topic,
+                        record.partition,
+                        self.processor.group_id,
+                        max(0, highwater - record.offset - 1),
                     )
                 )
-
-    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> bool:
-        """Handle or dead-letter one record; False when nothing durable happened (do not commit)."""
-        try:
-            envelope = Envelope.from_bytes(record.value or b"")
-            envelope.open()
-        except Exception as error:  # poison: it can never be handled, whatever the retries
-            return await self._dead_letter(record, error, attempts=0, envelope=None)
-        attempt = 0
-        delay = self.settings.retry_backoff_initial_s
-        while True:
-            attempt += 1
-            try:
-                await self.handler(envelope)
-                return True
-            except Exception as error:
-                if not is_transient(error, self.transient) or attempt >= self.settings.max_attempts:
-                    return await self._dead_letter(record, error, attempts=attempt, envelope=envelope)
-                log.warning(
-                    "%s: transient failure on %s (attempt %d/%d): %r; retrying in %.2f s",
-                    self.name,
-                    envelope.event_id,
-                    attempt,
-                    self.settings.max_attempts,
-                    error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.retry_backoff_max_s)
-
-    async def _dead_letter(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        error: BaseException,
-        *,
-        attempts: int,
-        envelope: Envelope | None,
-    ) -> bool:
-        if record.topic == self.settings.dead_letter_topic:
-            log.error(
-                "%s: dropping unhandleable dead letter %s@%d/%d: %r",
-                self.name,
-                record.topic,
-                record.partition,
-                record.offset,
-                error,
-            )
-            return True
-        event = DeadLettered(
-            original_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            group_id=self.group_id,
-            error_type=f"{type(error).__module__}.{type(error).__qualname__}",
-            error=str(error)[:4000],
-            attempts=attempts,
-            original_key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
-            original_value_b64=base64.b64encode(record.value or b"").decode(),
-            headers={key: value.decode(errors="replace") for key, value in record.headers},
-        )
-        # Deterministic id: if the commit after this publish is lost, the redelivery's dead letter
-        # carries the same event_id and consumers of the dead-letter topic dedupe it.
-        event_id = str(
-            uuid.uuid5(
-                _DEAD_LETTER_NAMESPACE, f"{self.group_id}/{record.topic}/{record.partition}/{record.offset}"
-            )
-        )
-        try:
-            await self.publisher.publish(
-                event, cause=envelope, event_id=event_id, topic=self.settings.dead_letter_topic
-            )
-        except Exception as publish_error:
-            log.error(
-                "%s: could not dead-letter %s@%d/%d: %r",
-                self.name,
-                record.topic,
-                record.partition,
-                record.offset,
-                publish_error,
-            )
-            return False
-        log.error(
-            "%s: dead-lettered %s@%d/%d after %d attempt(s): %r",
-            self.name,
-            record.topic,
-            record.partition,
-            record.offset,
-            attempts,
-            error,
-        )
-        return True
 
 
 def subscribe(
@@ -245,13 +147,24 @@ def subscribe(
     transient: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
     listener: ConsumerRebalanceListener | None = None,
     on_lag: Callable[[LagSample], None] | None = None,
+    concurrency: int | None = None,
+    load: ConsumerLoad | None = None,
+    max_poll_interval_ms: int = 300_000,
 ) -> Callable[[EnvelopeHandler], EnvelopeHandler]:
     """Register an at-least-once envelope handler on ``topic`` for consumer group ``group_id``.
 
-    Records are handled one at a time per subscription. Unparseable records and records whose
-    payload does not validate are dead-lettered at once; a handler raising a ``transient`` error is
-    retried with exponential backoff up to ``settings.max_attempts`` times, then dead-lettered; any
-    other exception is dead-lettered after one attempt. The offset is committed only afterwards.
+    Unparseable records and records whose payload does not validate are dead-lettered at once; a
+    handler raising a ``transient`` error is retried with exponential backoff up to
+    ``settings.max_attempts`` times, then dead-lettered; any other exception is dead-lettered after
+    one attempt. The offset is committed only afterwards.
+
+    By default records are handled one at a time inside FastStream's consume loop, so a handler must
+    finish within ``max_poll_interval_ms`` or the member is thrown out of its group and the record
+    redelivered. With ``concurrency=N`` (1 included) up to N handlers run at once as asyncio tasks
+    and the loop keeps polling, so a handler may run for hours; when N run, the partitions are
+    paused until one finishes. Each partition is committed only up to its lowest unfinished record, so a
+    crash redelivers every unfinished record and the finished ones after it. On a rebalance, handlers
+    of partitions that moved to another member are cancelled; on stop, all running handlers are.
 
     Args:
         broker: the service's broker (from :func:`pfactory.bus.build_broker`).
@@ -261,27 +174,51 @@ def subscribe(
         publisher: publishes dead letters.
         name: the handler's name in logs; defaults to the function name.
         transient: exception types worth retrying.
-        listener: an aiokafka rebalance listener (e.g. to log or expose the assignment).
-        on_lag: called after each committed record with that partition's remaining lag.
+        listener: an aiokafka rebalance listener (e.g. to log or expose the assignment); it runs
+            after the subscription's own rebalance handling.
+        on_lag: called after each commit with that partition's remaining lag.
+        concurrency: handler invocations allowed at once, run as tasks; None handles records inline.
+        load: kept current with the in-flight count and capacity, for ``/ready`` or a gauge.
+        max_poll_interval_ms: aiokafka's limit between polls before the member leaves its group.
 
     Returns:
         A decorator that registers the handler and returns it unchanged.
+
+    Raises:
+        ValueError: ``concurrency`` is below 1.
     """
+    if concurrency is not None and concurrency < 1:
+        raise ValueError(
+            f"subscribe({topic!r}): concurrency must be at least 1, got {concurrency}; "
+            "use 1 to run one handler at a time, or leave it unset to handle records inline"
+        )
 
     def register(handler: EnvelopeHandler) -> EnvelopeHandler:
         handler_name: str = name or str(getattr(handler, "__name__", "handler"))
-        delivery = _DeliveryLoop(
+        processor = RecordProcessor(
             handler,
             name=handler_name,
             group_id=group_id,
             settings=settings,
             publisher=publisher,
             transient=transient,
-            on_lag=on_lag,
         )
+        concurrent: ConcurrentDelivery | None = None
+        deliver: Callable[[KafkaMessage], Any]
+        if concurrency is None:
+            deliver = _DeliveryLoop(processor, on_lag=on_lag, load=load)
+        else:
+            concurrent = ConcurrentDelivery(
+                processor,
+                capacity=concurrency,
+                load=load if load is not None else ConsumerLoad(),
+                on_lag=on_lag,
+                listener=listener,
+            )
+            deliver = concurrent
 
         async def consume(message: Annotated[KafkaMessage, Context("message")]) -> None:
-            await delivery(message)
+            await deliver(message)
 
         consume.__name__ = handler_name
         subscriber = broker.subscriber(
@@ -291,11 +228,14 @@ def subscribe(
             auto_offset_reset="earliest",
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
-            listener=listener,
+            max_poll_interval_ms=max_poll_interval_ms,
+            listener=concurrent.listener if concurrent is not None else listener,
             decoder=_raw_body,
             title=f"{handler_name}:{topic}",
         )
         subscriber(consume)
+        if concurrent is not None:
+            concurrent.attach(subscriber)
         return handler
 
     return register
