@@ -1,0 +1,223 @@
+"""Reference distributions of a model's inputs and score, and population stability against them.
+
+The trainer records a *reference* of the training data (:func:`build_reference`, saved as
+``reference.json``); the scorer compares each day's features and scores with it (:func:`psi`,
+:func:`drift_report`). A reference is plain JSON::
+
+    {"version": 1, "rows": 48000,
+     "features": {
+        "income": {"kind": "numeric", "dtype": "float64", "null_fraction": 0.01,
+                   "edges": [null, 18000.0, ..., 95000.0, null], "proportions": [0.1, ..., 0.1]},
+        "employment_status": {"kind": "categorical", "dtype": "object", "null_fraction": 0.0,
+                              "categories": {"employed": 0.78, ...}, "other": 0.0}},
+     "score": {"kind": "numeric", ...} | null,
+     "signature": [{"name": "income", "dtype": "float64", "nullable": true}, ...]}
+
+Conventions:
+
+* ``edges`` are bin boundaries from quantiles of the non-null values; the first and last are the
+  open ends -inf and +inf, written as ``null`` because JSON has no infinity. Bin ``i`` holds
+  ``edges[i] <= x < edges[i + 1]``. A constant column gets the bins below, at and above its value.
+* ``proportions`` (and ``categories`` plus ``other``) are shares of *all* rows; with
+  ``null_fraction`` they sum to 1, so nulls are a bucket of their own.
+* ``boolean`` columns are numeric 0/1 with the single inner edge 0.5 (bins: false, true);
+  ``datetime`` columns are numeric in seconds since the Unix epoch (UTC).
+* categorical values are compared as strings; the ``max_categories`` most frequent are kept and
+  the rest, and any value unseen in training, fall in ``other``.
+* ``nullable`` in the signature: the column held nulls in the training data.
+
+PSI is ``sum((a - e) * ln(a / e))`` over buckets, ``e`` the reference and ``a`` the new share;
+shares are floored at :data:`PSI_EPSILON` so an empty bucket on one side gives a large but finite
+term instead of infinity (a bucket empty on both sides adds nothing). Common reading: < 0.1 stable,
+0.1-0.2 a moderate shift, > 0.2 a significant one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd  # type: ignore[import-untyped]
+from numpy.typing import ArrayLike, NDArray
+
+REFERENCE_VERSION = 1
+PSI_EPSILON = 1e-4
+"""Floor for a bucket's share in PSI (both sides), so empty buckets give finite values."""
+
+Floats = NDArray[np.float64]
+
+
+def _kind(values: pd.Series) -> str:
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "numeric"
+    return "categorical"
+
+
+def _as_floats(values: pd.Series, kind: str) -> Floats:
+    """Numeric view of a column (NaN for nulls): booleans 0/1, datetimes in epoch seconds (UTC)."""
+    if kind == "datetime":
+        stamps = pd.to_datetime(values, utc=True, errors="coerce")
+        seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        return np.asarray(seconds, dtype=np.float64)
+    if kind == "boolean":
+        return np.asarray(values.astype("Float64").to_numpy(na_value=np.nan), dtype=np.float64)
+    return np.asarray(pd.to_numeric(values, errors="coerce").astype("Float64").to_numpy(na_value=np.nan))
+
+
+def _inner_edges(present: Floats, bins: int) -> Floats:
+    finite = present[np.isfinite(present)]
+    if finite.size == 0:
+        return np.zeros(0)
+    inner = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+    if inner.size == 1 and finite.min() == finite.max():  # constant: below, at, above the value
+        inner = np.array([inner[0], np.nextafter(inner[0], np.inf)])
+    return inner
+
+
+def _numeric_shares(numbers: Floats, inner: Floats) -> tuple[Floats, float]:
+    """Shares of all rows per bin (bins split at ``inner``) and the null share."""
+    null = np.isnan(numbers)
+    counts = np.bincount(np.searchsorted(inner, numbers[~null], side="right"), minlength=inner.size + 1)
+    return counts / numbers.size, float(null.mean())
+
+
+def _entry(values: pd.Series, bins: int, max_categories: int) -> dict[str, Any]:
+    kind = _kind(values)
+    base: dict[str, Any] = {"kind": kind, "dtype": str(values.dtype)}
+    if kind == "categorical":
+        present = values.dropna().map(str)
+        shares = present.value_counts(sort=False) / len(values)
+        top = sorted(shares.items(), key=lambda item: (-item[1], item[0]))[:max_categories]
+        kept = {str(value): float(share) for value, share in top}
+        other = float(shares.sum()) - sum(kept.values())
+        return base | {
+            "null_fraction": float(values.isna().mean()),
+            "categories": kept,
+            "other": max(other, 0.0),
+        }
+    numbers = _as_floats(values, kind)
+    inner = np.array([0.5]) if kind == "boolean" else _inner_edges(numbers[~np.isnan(numbers)], bins)
+    proportions, null_fraction = _numeric_shares(numbers, inner)
+    return base | {
+        "null_fraction": null_fraction,
+        "edges": [None, *(float(e) for e in inner), None],
+        "proportions": [float(p) for p in proportions],
+    }
+
+
+def build_reference(
+    frame: pd.DataFrame, scores: ArrayLike | None, *, bins: int = 10, max_categories: int = 50
+) -> dict[str, Any]:
+    """The reference distributions of every column of ``frame`` and of the model's score.
+
+    Args:
+        frame: the model's input features (the training rows).
+        scores: the model's score per row (positive-class probability or regression prediction), or None.
+        bins: quantile bins per numeric column (fewer when quantiles tie).
+        max_categories: categories kept per categorical column; the rest count as ``other``.
+
+    Returns:
+        A JSON-serialisable document (no NaN or infinity; see the module docstring).
+    """
+    if bins < 1 or max_categories < 1:
+        raise ValueError(f"bins and max_categories must be at least 1, got {bins} and {max_categories}")
+    if len(frame) == 0:
+        raise ValueError("cannot build a reference from zero rows: the training split is empty")
+    features = {str(name): _entry(frame[name], bins, max_categories) for name in frame.columns}
+    score_entry = None
+    if scores is not None:
+        values = np.asarray(scores, dtype=np.float64)
+        if values.ndim != 1 or len(values) != len(frame):
+            raise ValueError(
+                f"scores must be one number per row ({len(frame)}), got shape {values.shape}: "
+                "pass the positive-class probability (binary) or the prediction (regression)"
+            )
+        score_entry = _entry(pd.Series(values), bins, max_categories)
+    return {
+        "version": REFERENCE_VERSION,
+        "rows": len(frame),
+        "features": features,
+        "score": score_entry,
+        "signature": [
+            {"name": str(name), "dtype": str(frame[name].dtype), "nullable": bool(frame[name].isna().any())}
+            for name in frame.columns
+        ],
+    }
+
+
+def _stability(expected: Floats, actual: Floats) -> float:
+    e, a = np.maximum(expected, PSI_EPSILON), np.maximum(actual, PSI_EPSILON)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def psi(reference_entry: dict[str, Any], values: ArrayLike | pd.Series) -> float:
+    """Population stability index of ``values`` against one entry of a reference.
+
+    Args:
+        reference_entry: ``reference["features"][name]`` or ``reference["score"]``.
+        values: the new values of that column (nulls allowed: they are a bucket of their own).
+
+    Returns:
+        PSI, 0 for identical distributions; larger is more shifted.
+    """
+    series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values))
+    if len(series) == 0:
+        raise ValueError("PSI needs at least one value; the new data has no rows")
+    null_share = float(series.isna().mean())
+    kind = reference_entry["kind"]
+    if kind == "categorical":
+        categories: dict[str, float] = reference_entry["categories"]
+        present = series.dropna().map(str)
+        seen = present.value_counts() / len(series)
+        unseen = float(seen[~seen.index.isin(list(categories))].sum())
+        observed = [*(float(seen.get(c, 0.0)) for c in categories), unseen, null_share]
+        stored = [*categories.values(), reference_entry["other"], reference_entry["null_fraction"]]
+        return _stability(np.array(stored), np.array(observed))
+    inner = np.array(reference_entry["edges"][1:-1], dtype=np.float64)
+    shares, null_share = _numeric_shares(_as_floats(series, kind), inner)
+    expected = np.array([*reference_entry["proportions"], reference_entry["null_fraction"]])
+    return _stability(expected, np.append(shares, null_share))
+
+
+def drift_report(
+    reference: dict[str, Any], frame: pd.DataFrame, scores: ArrayLike | None, threshold: float
+) -> dict[str, Any]:
+    """PSI of every reference feature and of the score, and which drifted past ``threshold``.
+
+    Args:
+        reference: a document from :func:`build_reference`.
+        frame: the new rows (e.g. one day's feature partition).
+        scores: the model's scores for those rows, or None.
+        threshold: PSI above which a feature counts as drifted (``spec.scoring.drift.psi_threshold``).
+
+    Returns:
+        ``{"threshold", "rows", "features": {name: psi}, "score": psi | None, "score_drifted",
+        "drifted": [names, largest PSI first], "missing": [reference features absent from frame]}``.
+    """
+    if reference.get("version") != REFERENCE_VERSION:
+        raise ValueError(
+            f"reference version {reference.get('version')!r} is not supported (expected {REFERENCE_VERSION}): "
+            "retrain the model to record a current reference"
+        )
+    entries: dict[str, dict[str, Any]] = reference["features"]
+    features = {name: psi(entry, frame[name]) for name, entry in entries.items() if name in frame.columns}
+    score = None
+    if scores is not None and reference.get("score") is not None:
+        score = psi(reference["score"], np.asarray(scores, dtype=np.float64))
+    drifted = sorted(
+        (name for name, value in features.items() if value > threshold), key=lambda n: -features[n]
+    )
+    return {
+        "threshold": threshold,
+        "rows": len(frame),
+        "features": features,
+        "score": score,
+        "score_drifted": score is not None and score > threshold,
+        "drifted": drifted,
+        "missing": [name for name in entries if name not in frame.columns],
+    }
