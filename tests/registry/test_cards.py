@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 from typing import Any
 
+import pytest
+
 from pfactory.registry.cards import (
     ModelCard,
     build_card,
@@ -219,3 +221,183 @@ def test_fairness_gap_of_differences_and_ratios() -> None:
     assert round(fairness_gap("disparate_impact_ratio", 0.8), 6) == 0.2
     assert round(fairness_gap("disparate_impact_ratio", 1.25), 6) == 0.2
     assert fairness_gap("disparate_impact_ratio", 0.0) == 1.0
+
+
+# ---------------------------------------------------------------- sweep, fairness notes, calibration
+
+
+def _trial(run_id: str, auc: float | None, *, status: str = "succeeded", **extra: Any) -> dict[str, Any]:
+    metrics = {} if auc is None else {"roc_auc": auc, "log_loss": {"value": 1 - auc, "ci_low": 0.1}}
+    return {
+        "run_id": run_id,
+        "params": {"estimator.max_depth": int(run_id[-1]) + 2, "estimator.penalty": "l2"},
+        "metrics": metrics,
+        "status": status,
+        "reason": None,
+        "duration_s": 1.5,
+        **extra,
+    }
+
+
+def _sweep(**overrides: Any) -> dict[str, Any]:
+    sweep: dict[str, Any] = {
+        "strategy": "grid",
+        "selection": {"mode": "champion", "metric": "roc_auc", "k": None, "ensemble": None},
+        "selected": ["trial-002"],
+        "trials": [
+            _trial("trial-000", 0.74),
+            _trial("trial-001", None, status="failed", reason=f"fit ran out of memory {SCRIPT}"),
+            _trial("trial-002", 0.83),
+            _trial("trial-003", 0.79),
+        ],
+    }
+    sweep.update(overrides)
+    return sweep
+
+
+def _table(markdown: str, heading: str) -> list[str]:
+    section = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+def test_a_sweep_lists_trials_best_first_with_the_champion_marked_and_failures_explained() -> None:
+    card = build_card(_full_version(), metrics_document={"sweep": _sweep()})
+
+    assert card.sweep is not None and card.sweep.strategy == "grid"
+    assert [t.run_id for t in card.sweep.trials] == ["trial-002", "trial-003", "trial-000", "trial-001"]
+    assert [t.rank for t in card.sweep.trials] == [1, 2, 3, None]
+    assert [t.selected for t in card.sweep.trials] == [True, False, False, False]
+    assert card.sweep.trials[0].metrics == {"roc_auc": 0.83, "log_loss": pytest.approx(0.17)}
+    assert ModelCard.model_validate_json(render_json(card)) == card
+
+    markdown = render_markdown(card)
+    rows = _table(markdown, "Sweep trials")
+    assert rows[0].startswith("| 1 | trial-002 | ✔ selected | succeeded | 0.83 | log_loss: 0.17 |")
+    assert "estimator.max_depth=4, estimator.penalty=l2" in rows[0]
+    assert rows[3].startswith("|  | trial-001 |  | failed |  |  | estimator.max_depth=3")  # unranked, last
+    assert "fit ran out of memory &lt;script>" in rows[3] and "<script>" not in markdown
+    assert "- **Selection:** champion by roc_auc" in markdown
+    assert "- **Trials:** 4 (3 succeeded, 1 failed)" in markdown
+    assert "- **Selected:** trial-002" in markdown
+
+
+def test_a_top_k_ensemble_on_a_lower_is_better_metric_ranks_ascending_and_marks_every_member() -> None:
+    sweep = _sweep(
+        strategy="random",
+        selection={"mode": "top_k_ensemble", "metric": "log_loss", "k": 2, "ensemble": "stacking"},
+        selected=["trial-002", "trial-003"],
+    )
+
+    card = build_card(_full_version(), metrics_document={"sweep": sweep})
+
+    assert card.sweep is not None
+    assert [t.run_id for t in card.sweep.trials][:3] == ["trial-002", "trial-003", "trial-000"]
+    assert [t.run_id for t in card.sweep.trials if t.selected] == ["trial-002", "trial-003"]
+    markdown = render_markdown(card)
+    assert "- **Selection:** top 2 ensemble by log_loss, combined by stacking" in markdown
+    assert "| rank | trial | selected | status | log_loss | other metrics |" in markdown
+    assert sum("✔ selected" in row for row in _table(markdown, "Sweep trials")) == 2
+
+
+def test_without_a_selection_metric_the_primary_metric_ranks_the_trials() -> None:
+    sweep = _sweep(selection={"mode": "champion"})
+
+    card = build_card(_full_version(), metrics_document={"sweep": sweep})
+
+    assert card.sweep is not None and card.sweep.selection.metric == "roc_auc"  # the config's primary
+    assert card.sweep.trials[0].run_id == "trial-002"
+
+
+def test_the_html_sweep_highlights_the_selected_row_and_failed_trials_and_escapes_reasons() -> None:
+    sweep = _sweep()
+    sweep["trials"][0]["params"]["estimator.class_weight"] = '<img src=x onerror="alert(1)">'
+    card = build_card(_full_version(), metrics_document={"sweep": sweep})
+    tags: list[tuple[str, dict[str, str | None]]] = []
+
+    class Collector(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            tags.append((tag, dict(attrs)))
+
+    page = render_html(card)
+    Collector().feed(page)
+
+    assert not any(tag in ("script", "img") for tag, _ in tags)
+    assert [attrs.get("class") for tag, attrs in tags if tag == "tr" and attrs] == ["selected"]
+    assert "<td class='selected'>✔ selected</td><td>succeeded</td><td>0.83</td>" in page
+    assert "<td class='fail'>failed</td>" in page
+    assert "fit ran out of memory &lt;script&gt;" in page and "&lt;img src=x" in page
+
+
+def test_a_malformed_sweep_never_breaks_the_card() -> None:
+    broken = {
+        "strategy": 7,
+        "selection": "champion",
+        "selected": "trial-000",
+        "trials": [
+            {"params": {}},  # no run id: skipped
+            "not a trial",
+            {"run_id": "trial-000", "metrics": {"roc_auc": "high", "f1": float("nan")}, "duration_s": -1},
+        ],
+    }
+
+    card = build_card(_full_version(), metrics_document={"sweep": broken})
+
+    assert card.sweep is not None and [t.run_id for t in card.sweep.trials] == ["trial-000"]
+    trial = card.sweep.trials[0]
+    assert (trial.metrics, trial.status, trial.duration_s, trial.selected) == ({}, "unknown", None, False)
+    assert "- **Trials:** 1 (0 succeeded, 0 failed, 1 other)" in render_markdown(card)
+    render_html(card)
+    assert build_card(_full_version(), metrics_document={"sweep": ["no"]}).sweep is None
+
+
+def test_a_card_without_a_sweep_says_so() -> None:
+    card = build_card(_full_version(), metrics_document={"calibration": {"ece": 0.02}})
+
+    markdown = render_markdown(card)
+
+    assert card.sweep is None and "## Sweep trials" not in markdown
+    assert "_not recorded_" in markdown.split("## Sweep\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_fairness_notes_threshold_and_largest_gap_groups_are_rendered() -> None:
+    record = _full_version()
+    fairness = dict(record.fairness)
+    fairness["gender"] = {
+        **fairness["gender"],
+        "threshold": 0.35,
+        "largest_gap_groups": {"selection_rate": ["F", "M"], "tpr": {"groups": ["M", "F"], "gap": 0.12}},
+        "notes": ["group 'X' has 12 rows: its rates are noisy", SCRIPT],
+    }
+    fairness["age_band"] = {"demographic_parity_difference": 0.02, "largest_gap_groups": ["18-30", "65+"]}
+    fairness["region"] = {"demographic_parity_difference": 0.01}  # nothing to note
+    card = build_card(record.model_copy(update={"fairness": fairness}))
+
+    notes = {n.attribute: n for n in card.fairness_notes}
+    assert set(notes) == {"gender", "age_band"}
+    assert notes["gender"].decision_threshold == 0.35
+    assert notes["gender"].largest_gap_groups == ["selection_rate: F vs M", "tpr: M vs F (gap 0.12)"]
+    assert notes["age_band"].largest_gap_groups == ["18-30 vs 65+"] and notes["age_band"].notes == []
+    markdown = render_markdown(card)
+    assert (
+        "| gender | 0.35 | selection_rate: F vs M; tpr: M vs F (gap 0.12) | "
+        "group 'X' has 12 rows: its rates are noisy; &lt;script>alert('x')&lt;/script> |"
+    ) in markdown
+    assert "| age_band | not recorded | 18-30 vs 65+ | none |" in markdown
+    assert "<script>" not in render_html(card)
+    assert ModelCard.model_validate_json(render_json(card)) == card
+
+
+def test_calibration_renders_the_ece_its_bins_and_a_curve_given_as_pairs() -> None:
+    document = {"calibration": {"ece": 0.031, "bins": 10, "curve": [[0.1, 0.12, 50], [0.7, 0.64]]}}
+
+    card = build_card(_full_version(), metrics_document=document)
+
+    assert card.calibration is not None and card.calibration.bins == 10
+    assert card.calibration.metrics["ece"] == 0.031
+    assert [(b.predicted, b.observed, b.count) for b in card.calibration.curve] == [
+        (0.1, 0.12, 50),
+        (0.7, 0.64, None),
+    ]
+    markdown = render_markdown(card)
+    assert "| expected calibration error (ECE) | 0.031 |" in markdown and "| bins | 10 |" in markdown
+    assert "<td>expected calibration error (ECE)</td><td>0.031</td>" in render_html(card)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,53 @@ async def trained_event(
     }
     fields.update(overrides)
     return ModelTrained(**fields)
+
+
+def reference_document() -> dict[str, Any]:
+    """Reference distributions as a trainer writes them: per-feature bins and the score's."""
+    return {
+        "features": {"income": {"kind": "numeric", "edges": [0, 1000, 5000], "counts": [40, 160]}},
+        "score": {"edges": [0.0, 0.5, 1.0], "counts": [150, 50]},
+    }
+
+
+async def stage_reference(store: ArtifactStore, job_id: str, data: bytes | None = None) -> str:
+    """Write ``staging/job=<job_id>/reference.json`` next to the staged model; return its URI."""
+    content = data if data is not None else json.dumps(reference_document()).encode()
+    stored = await store.put(f"staging/job={job_id}/reference.json", content)
+    return stored.uri
+
+
+def sweep_section() -> dict[str, Any]:
+    """A 3-trial grid sweep with one failed trial, as the trainer reports it in ``metrics["sweep"]``."""
+    return {
+        "strategy": "grid",
+        "selection": {"mode": "champion", "metric": "roc_auc", "k": None, "ensemble": None},
+        "selected": ["trial-001"],
+        "trials": [
+            {
+                "run_id": "trial-000",
+                "params": {"estimator.C": 0.1},
+                "metrics": {"roc_auc": {"value": 0.77, "ci_low": 0.74, "ci_high": 0.8}},
+                "status": "succeeded",
+                "reason": None,
+                "duration_s": 0.8,
+            },
+            {
+                "run_id": "trial-001",
+                "params": {"estimator.C": 1.0},
+                "metrics": {"roc_auc": {"value": 0.81, "ci_low": 0.78, "ci_high": 0.84}},
+                "status": "succeeded",
+                "reason": None,
+                "duration_s": 0.9,
+            },
+            {
+                "run_id": "trial-002",
+                "params": {"estimator.C": 10.0},
+                "metrics": {},
+                "status": "failed",
+                "reason": "the fit did not converge in 100 iterations",
+                "duration_s": 2.5,
+            },
+        ],
+    }

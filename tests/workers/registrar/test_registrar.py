@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,13 @@ from pfactory.registry.s3 import S3ArtifactStore
 from pfactory.registry.serialization import load_model
 from pfactory.registry.settings import DynamoDBVersionIndexSettings, S3ArtifactStoreSettings
 from pfactory.registry.sqlite import SqliteVersionIndex
-from tests.workers.registrar.factories import FEATURE_SET, MODEL_NAME, trained_event
+from tests.workers.registrar.factories import (
+    FEATURE_SET,
+    MODEL_NAME,
+    reference_document,
+    stage_reference,
+    trained_event,
+)
 from tests.workers.support import collect, http_status, publish, running_worker, wait_for
 
 pytestmark = pytest.mark.integration
@@ -98,6 +105,7 @@ async def test_a_registrar_killed_between_artifact_write_and_commit_loses_nothin
     data_dir = tmp_path / "registry"
     store = LocalArtifactStore(data_dir / "artifacts")
     event = await trained_event(store)
+    event = event.model_copy(update={"reference_uri": await stage_reference(store, event.job_id)})
     group_id = f"test-registrar-{uuid.uuid4().hex[:8]}"
     env = {"PF_REGISTRY_DATA_DIR": str(data_dir)}
     layout = VersionLayout(PAIR, 1)
@@ -112,6 +120,7 @@ async def test_a_registrar_killed_between_artifact_write_and_commit_loses_nothin
         assert "crash_after=artifact_write" in worker.log()
 
     assert await store.exists(layout.model) and await store.exists(layout.card_json)
+    assert await store.exists(layout.reference)
     async with SqliteVersionIndex(data_dir / "registry.db") as index:
         assert (await index.list_versions(PAIR)).items == []
         with pytest.raises(VersionNotFoundError):
@@ -134,6 +143,8 @@ async def test_a_registrar_killed_between_artifact_write_and_commit_loses_nothin
         assert [v.version for v in (await index.list_versions(PAIR)).items] == [1]
         stored = await index.get(PAIR, 1)
     assert stored.allocation_key == event.job_id and stored.artifact.sha256 == event.artifact.sha256
+    assert stored.reference_uri == store.uri(layout.reference)
+    assert json.loads(await store.read(layout.reference)) == reference_document()
     versions = sorted(p.name for p in (data_dir / "artifacts" / "models").glob("*/*/version=*"))
     assert versions == ["version=1"]
 

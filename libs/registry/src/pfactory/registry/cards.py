@@ -10,10 +10,18 @@ The fairness report a trainer sends (``ModelTrained.fairness``) is read in this 
 
     {"<protected attribute>": {
         "<fairness measure>": 0.04,              # or {"value": 0.04}
-        "groups": {"<group>": {"count": 120, "selection_rate": 0.31, "tpr": 0.72, "fpr": 0.08}}}}
+        "groups": {"<group>": {"count": 120, "selection_rate": 0.31, "tpr": 0.72, "fpr": 0.08}},
+        "threshold": 0.5,                        # optional: the decision threshold groups were cut at
+        "largest_gap_groups": {"selection_rate": ["F", "M"]},   # optional: measure → the two groups
+        "notes": ["group 'other' has 12 rows"]}} # optional: caveats, a string or a list
 
-optionally wrapped in ``{"attributes": {...}}``. Gate names are ``metric:<metric>`` and
-``fairness:<attribute>:<measure>`` (see :func:`metric_gate` and :func:`fairness_gate`).
+optionally wrapped in ``{"attributes": {...}}``. ``largest_gap_groups`` may also be one list of
+groups, or map a measure to ``{"groups": [...], "gap": x}``. Gate names are ``metric:<metric>``
+and ``fairness:<attribute>:<measure>`` (see :func:`metric_gate` and :func:`fairness_gate`).
+
+The full metrics document (``metrics.json``) adds two sections: ``calibration``
+(``{"curve": [{"predicted", "observed", "count"}], "ece": x, "bins": n}``) and ``sweep``, whose
+shape is documented in :mod:`pfactory.registry.card_sweep`.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pfactory.contracts.configs.metrics import LOWER_IS_BETTER
+from pfactory.registry.card_sweep import SELECTED_MARK, Sweep, read_sweep, sweep_sections
 from pfactory.registry.model import ArtifactInfo, Lineage, ModelVersion
 
 NOT_RECORDED = "not recorded"
@@ -35,6 +44,11 @@ RATIO_MEASURES = frozenset({"disparate_impact_ratio"})
 CALIBRATION_METRICS = frozenset(
     {"brier_score", "ece", "expected_calibration_error", "mce", "calibration_slope", "calibration_intercept"}
 )
+CALIBRATION_LABELS = {
+    "ece": "expected calibration error (ECE)",
+    "mce": "maximum calibration error (MCE)",
+    "brier_score": "Brier score",
+}
 
 
 def metric_gate(metric: str) -> str:
@@ -133,6 +147,19 @@ class FairnessGroup(_CardModel):
     values: dict[str, float] = Field(default_factory=dict)
 
 
+class FairnessNotes(_CardModel):
+    """What the trainer noted about one protected attribute beyond its measures."""
+
+    attribute: str
+    decision_threshold: float | None = Field(
+        default=None, description="The score at or above which a case counted as selected."
+    )
+    largest_gap_groups: list[str] = Field(
+        default_factory=list, description="Which groups are furthest apart, e.g. 'selection_rate: F vs M'."
+    )
+    notes: list[str] = Field(default_factory=list)
+
+
 class Gate(_CardModel):
     """A registration gate and whether the version passed it."""
 
@@ -164,7 +191,8 @@ class CalibrationBin(_CardModel):
 class Calibration(_CardModel):
     """How far predicted probabilities can be read as frequencies."""
 
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict, description="e.g. ece, brier_score.")
+    bins: int | None = Field(default=None, description="How many bins the curve and the ECE use.")
     curve: list[CalibrationBin] = Field(default_factory=list)
 
 
@@ -205,7 +233,9 @@ class ModelCard(_CardModel):
     gates: list[Gate] = Field(default_factory=list)
     fairness: list[FairnessCheck] = Field(default_factory=list)
     fairness_groups: list[FairnessGroup] = Field(default_factory=list)
+    fairness_notes: list[FairnessNotes] = Field(default_factory=list)
     calibration: Calibration | None = None
+    sweep: Sweep | None = Field(default=None, description="The hyper-parameter sweep, when there was one.")
     lineage: Lineage
     artifact: ArtifactInfo
     reference_uri: str | None = None
@@ -231,7 +261,7 @@ def build_card(
     Args:
         version: the version record (as committed, or about to be).
         metrics_document: the full metrics the trainer reported (``metrics.json``), read for the
-            calibration curve, which the record's scalar metrics cannot hold.
+            calibration curve and the sweep's trials, which the record's scalar metrics cannot hold.
         gate_reasons: gate name → how it was decided (the registrar knows; the record keeps only
             pass/fail).
 
@@ -244,6 +274,7 @@ def build_card(
     card = _mapping(spec.get("card"))
     metrics_spec = _mapping(spec.get("metrics"))
     references = card.get("references")
+    primary_metric = _text(metrics_spec.get("primary"))
     return ModelCard(
         model_name=version.model_name,
         feature_set=str(version.feature_set),
@@ -264,14 +295,16 @@ def build_card(
         library_versions=dict(version.library_versions),
         training_data=_training_data(version, spec),
         metrics=_metrics(version, _mapping(metrics_spec.get("thresholds"))),
-        primary_metric=_text(metrics_spec.get("primary")),
+        primary_metric=primary_metric,
         gates=[
             Gate(name=name, passed=passed, reason=(gate_reasons or {}).get(name))
             for name, passed in sorted(version.gates.items())
         ],
         fairness=_fairness_checks(version, _mapping(spec.get("fairness"))),
         fairness_groups=_fairness_groups(version.fairness),
+        fairness_notes=_fairness_notes(version.fairness),
         calibration=_calibration(version, _mapping(metrics_document)),
+        sweep=read_sweep(_mapping(metrics_document), default_metric=primary_metric),
         lineage=version.lineage,
         artifact=version.artifact,
         reference_uri=version.reference_uri,
@@ -395,6 +428,48 @@ def _fairness_groups(report: Mapping[str, Any]) -> list[FairnessGroup]:
     return rows
 
 
+def _notes(value: Any) -> list[str]:
+    if isinstance(value, list | tuple):
+        return [text for item in value if (text := _text(item))]
+    text = _text(value)
+    return [text] if text else []
+
+
+def _gap_text(value: Any) -> str | None:
+    """``["F", "M"]`` → ``F vs M``; ``{"groups": [...], "gap": x}`` adds the gap; text stays text."""
+    if isinstance(value, list | tuple):
+        return " vs ".join(_notes(value)) or None
+    if isinstance(value, Mapping):
+        groups = _gap_text(value.get("groups"))
+        gap = _number(value.get("gap"))
+        if groups is not None:
+            return groups + (f" (gap {_fmt(gap)})" if gap is not None else "")
+        parts = [f"{k}: {text}" for k, v in value.items() if (text := _gap_text(v))]
+        return "; ".join(parts) or None
+    number = _number(value)
+    return _fmt(number) if number is not None else _text(value)
+
+
+def _fairness_notes(report: Mapping[str, Any]) -> list[FairnessNotes]:
+    rows = []
+    for attribute, raw in fairness_attributes(report).items():
+        section = _mapping(raw)
+        gaps = section.get("largest_gap_groups")
+        if isinstance(gaps, Mapping) and "groups" not in gaps:
+            largest = [f"{measure}: {text}" for measure, v in gaps.items() if (text := _gap_text(v))]
+        else:
+            largest = [text] if (text := _gap_text(gaps)) else []
+        entry = FairnessNotes(
+            attribute=str(attribute),
+            decision_threshold=_number(section.get("threshold")),
+            largest_gap_groups=largest,
+            notes=_notes(section.get("notes")),
+        )
+        if entry.decision_threshold is not None or entry.largest_gap_groups or entry.notes:
+            rows.append(entry)
+    return rows
+
+
 def _calibration(version: ModelVersion, metrics_document: Mapping[str, Any]) -> Calibration | None:
     section = _mapping(metrics_document.get("calibration"))
     scalars = {name: m.value for name, m in version.metrics.items() if name in CALIBRATION_METRICS}
@@ -408,15 +483,20 @@ def _calibration(version: ModelVersion, metrics_document: Mapping[str, Any]) -> 
     curve = _curve(section)
     if not scalars and not curve:
         return None
-    return Calibration(metrics=scalars, curve=curve)
+    bins = section.get("bins")
+    count = bins if isinstance(bins, int) and not isinstance(bins, bool) and bins > 0 else None
+    return Calibration(metrics=scalars, bins=count, curve=curve)
 
 
 def _curve(section: Mapping[str, Any]) -> list[CalibrationBin]:
-    """Bins as ``[{"predicted", "observed", "count"}]``, or sklearn's ``prob_pred``/``prob_true`` lists."""
+    """Bins as ``[{"predicted", "observed", "count"}]`` (or ``[predicted, observed, count?]`` lists), or
+    sklearn's ``prob_pred``/``prob_true`` lists."""
     bins: list[CalibrationBin] = []
     raw = section.get("curve", section.get("bins"))
     if isinstance(raw, list):
         for item in raw:
+            if isinstance(item, list | tuple) and len(item) in (2, 3):
+                item = dict(zip(("predicted", "observed", "count"), item, strict=False))
             entry = _mapping(item)
             predicted = _number(entry.get("predicted", entry.get("mean_predicted")))
             observed = _number(entry.get("observed", entry.get("fraction_positive")))
@@ -561,6 +641,19 @@ def _sections(card: ModelCard) -> list[tuple[str, list[tuple[str, str]] | list[l
             ["protected attribute", "group", "rates"],
         ),
         (
+            "Fairness notes",
+            [
+                [
+                    n.attribute,
+                    _fmt(n.decision_threshold),
+                    "; ".join(n.largest_gap_groups) or NOT_RECORDED,
+                    "; ".join(n.notes) or "none",
+                ]
+                for n in card.fairness_notes
+            ],
+            ["protected attribute", "decision threshold", "largest gaps between groups", "notes"],
+        ),
+        (
             "Gates",
             [[gate.name, _verdict(gate.passed), gate.reason or ""] for gate in card.gates],
             ["gate", "result", "why"],
@@ -568,7 +661,11 @@ def _sections(card: ModelCard) -> list[tuple[str, list[tuple[str, str]] | list[l
         (
             "Calibration",
             (
-                [[name, _fmt(value)] for name, value in sorted(card.calibration.metrics.items())]
+                [
+                    [CALIBRATION_LABELS.get(name, name), _fmt(value)]
+                    for name, value in sorted(card.calibration.metrics.items())
+                ]
+                + ([["bins", str(card.calibration.bins)]] if card.calibration.bins is not None else [])
                 + [
                     [f"bin predicted {_fmt(b.predicted, 3)}", f"observed {_fmt(b.observed, 3)}"]
                     for b in card.calibration.curve
@@ -578,6 +675,7 @@ def _sections(card: ModelCard) -> list[tuple[str, list[tuple[str, str]] | list[l
             else [],
             ["measure", "value"],
         ),
+        *sweep_sections(card.sweep, NOT_RECORDED),
         (
             "Lineage",
             [
@@ -650,6 +748,10 @@ def render_markdown(card: ModelCard) -> str:
     return "\n".join(lines)
 
 
+_CELL_CLASSES = {"FAIL": "fail", "failed": "fail", SELECTED_MARK: "selected"}
+"""Table cells the HTML page highlights: failed gates and trials, and the selected trials."""
+
+
 def _h(text: str) -> str:
     return html.escape(text, quote=True)
 
@@ -680,7 +782,8 @@ def render_html(card: ModelCard) -> str:
         f"<title>{_h(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto}"
         "table{border-collapse:collapse;margin-bottom:1rem}th,td{border:1px solid #ccc;padding:.25rem .5rem;"
-        "text-align:left;vertical-align:top}.fail{color:#b00;font-weight:bold}</style>",
+        "text-align:left;vertical-align:top}.fail{color:#b00;font-weight:bold}"
+        "tr.selected{background:#eef7ee}.selected{color:#060;font-weight:bold}</style>",
         "</head><body>",
         f"<h1>{_h(title)}</h1>",
     ]
@@ -693,9 +796,11 @@ def render_html(card: ModelCard) -> str:
         elif header:
             head = "".join(f"<th scope='col'>{_h(col)}</th>" for col in header)
             body = "".join(
-                "<tr>"
+                ("<tr class='selected'>" if SELECTED_MARK in row else "<tr>")
                 + "".join(
-                    f"<td class='fail'>{_h(str(c))}</td>" if c == "FAIL" else f"<td>{_h(str(c))}</td>"
+                    f"<td class='{_CELL_CLASSES[c]}'>{_h(str(c))}</td>"
+                    if c in _CELL_CLASSES
+                    else f"<td>{_h(str(c))}</td>"
                     for c in row
                 )
                 + "</tr>"

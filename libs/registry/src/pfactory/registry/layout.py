@@ -11,6 +11,7 @@ CARD_JSON_FILE = "card.json"
 CARD_MD_FILE = "card.md"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
+REFERENCE_FILE = "reference.json"
 
 
 def pair_prefix(pair: PairKey) -> str:
@@ -58,3 +59,8 @@ class VersionLayout:
     def metrics(self) -> str:
         """The evaluation metrics, as JSON."""
         return self.key(METRICS_FILE)
+
+    @property
+    def reference(self) -> str:
+        """The training reference distributions (for drift checks), as JSON."""
+        return self.key(REFERENCE_FILE)

@@ -20,6 +20,9 @@ TRUSTED_MODULE_PREFIXES: tuple[str, ...] = (
     "pfactory.adapters.",
 )
 """Modules whose types a stored model may contain beyond skops' own defaults."""
+TRUSTED_EXACT_TYPES: frozenset[str] = frozenset({"collections.OrderedDict"})
+"""Single standard-library types trusted by name: plain data containers with no code of their own
+(LightGBM keeps ``best_score`` as ``defaultdict(OrderedDict)``, which skops records as a type)."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -35,7 +38,7 @@ def dump_model(estimator: object) -> bytes:
 
 def is_allowed_type(type_name: str, prefixes: Sequence[str] = TRUSTED_MODULE_PREFIXES) -> bool:
     """True if a fully qualified type name lives under one of the allowed module prefixes."""
-    return any(type_name.startswith(prefix) for prefix in prefixes)
+    return type_name in TRUSTED_EXACT_TYPES or any(type_name.startswith(prefix) for prefix in prefixes)
 
 
 def trusted_types_for(

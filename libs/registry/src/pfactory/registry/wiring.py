@@ -90,6 +90,27 @@ async def build_registry(settings: RegistrySettings) -> Registry:
     return Registry(S3ArtifactStore(settings.s3), index)
 
 
+def build_artifact_store(settings: RegistrySettings) -> ClosableArtifactStore:
+    """The artifact store alone, for services that stage binaries but never touch the index (trainers).
+
+    Raises:
+        ValueError: the AWS backend without its S3 settings.
+    """
+    if settings.backend == "embedded":
+        from pfactory.registry.local import LocalArtifactStore
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return LocalArtifactStore(settings.data_dir / "artifacts")
+    if settings.s3 is None:
+        raise ValueError(
+            "PF_REGISTRY_BACKEND=aws needs the bucket (PF_REGISTRY_S3__BUCKET); set it, "
+            "or use PF_REGISTRY_BACKEND=embedded"
+        )
+    from pfactory.registry.s3 import S3ArtifactStore
+
+    return S3ArtifactStore(settings.s3)
+
+
 def transient_errors() -> tuple[type[BaseException], ...]:
     """Registry errors worth retrying: lost write races, and AWS connection failures and timeouts.
 

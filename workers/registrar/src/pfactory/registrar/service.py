@@ -2,16 +2,24 @@
 
 :func:`register` runs in a crash-safe order:
 
-a. read the staged artifact and check its sha256 (and trusted types) against the event; a
-   mismatch or bad metadata refuses the model before anything is allocated;
+a. read the staged artifact and check its sha256 (and trusted types) against the event, and read
+   the staged reference distributions (a JSON object) when the event names them; a mismatch, a
+   URI outside the registry's artifact store or bad metadata refuses the model before anything is
+   allocated;
 b. allocate the version under the job id (the same job always gets the same number);
-c. write ``model.skops``, ``config.yaml``, ``metrics.json``, ``card.json`` and ``card.md`` under the
-   version's folder (overwriting is harmless: the content is the same);
+c. write ``model.skops``, ``reference.json``, ``config.yaml``, ``metrics.json``, ``card.json`` and
+   ``card.md`` under the version's folder (overwriting is harmless: the content is the same);
 d. commit the record: only now is the version visible.
 
 A crash anywhere before (d) leaves no visible version, and the redelivered event resumes under the
 same allocation; a redelivery after (d) finds the allocation committed and answers with the stored
 version. Never a second version or a second artifact.
+
+The version records the reference distributions at their copy in its own folder, never at the
+staged object: ``staging/`` is expired by a lifecycle rule, a version lives until archived. Only
+``{metric: number | {"value", "ci_low", "ci_high"}}`` entries of ``ModelTrained.metrics`` are
+metrics; other sections (``calibration``, ``sweep``, ...) are kept as sent in ``metrics.json``,
+where the model card reads them.
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ log = logging.getLogger("pfactory.registrar")
 AfterArtifactsWritten = Callable[[VersionLayout], None]
 """Called between the artifact writes (c) and the commit (d); the test hook that crashes there."""
 
+NON_METRIC_SECTIONS = frozenset({"calibration", "sweep"})
+"""Sections of ``ModelTrained.metrics`` that are never metrics, whatever keys they hold."""
 _FRAMEWORKS = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost"}
 
 
@@ -94,6 +104,7 @@ class Prepared:
     framework: str
     library_versions: dict[str, str]
     created_by: str
+    reference: bytes | None = None
 
 
 async def register(
@@ -124,7 +135,10 @@ async def register(
         log.info("job=%s already registered as %s", event.job_id, stored.label)
         return registered_event(event.job_id, stored)
     layout = VersionLayout(prepared.pair, allocation.version)
-    record = version_record(event, prepared, allocation.version, registry.artifacts.uri(layout.model))
+    reference_uri = registry.artifacts.uri(layout.reference) if prepared.reference is not None else None
+    record = version_record(
+        event, prepared, allocation.version, registry.artifacts.uri(layout.model), reference_uri
+    )
     await write_version_files(registry.artifacts, layout, record, prepared, event)
     if after_artifacts_written is not None:
         after_artifacts_written(layout)
@@ -175,6 +189,7 @@ async def prepare(event: ModelTrained, artifacts: ArtifactStore) -> Prepared:
         metrics_config, fairness_config = read_gate_config(config)
     except ConfigSectionError as error:
         raise Refused(str(error)) from None
+    reference = await read_reference(event, artifacts)
     metrics = parse_metrics(event.metrics)
     framework, library_versions = parse_framework(event.framework, config)
     owner = metadata.get("owner")
@@ -189,11 +204,54 @@ async def prepare(event: ModelTrained, artifacts: ArtifactStore) -> Prepared:
         framework=framework,
         library_versions=library_versions,
         created_by=str(owner or submitter or SERVICE),
+        reference=reference,
     )
 
 
-def version_record(event: ModelTrained, prepared: Prepared, version: int, artifact_uri: str) -> ModelVersion:
-    """The record to commit: a candidate with its gates, whose audit trail opens with why it passed or not."""
+async def read_reference(event: ModelTrained, artifacts: ArtifactStore) -> bytes | None:
+    """The staged reference distributions the event names (None when it names none).
+
+    Raises:
+        Refused: the URI is outside the registry's artifact store, nothing is stored there, or it
+            does not hold a JSON object.
+    """
+    if event.reference_uri is None:
+        return None
+    where = f"reference distributions (ModelTrained.reference_uri {event.reference_uri!r})"
+    try:
+        key = key_from_uri(artifacts, event.reference_uri)
+    except StagedArtifactURIError:
+        raise Refused(
+            f"{where} are not inside the registry's artifact store; the trainer must write "
+            f"reference.json to that store, next to the staged model ({event.artifact.uri})"
+        ) from None
+    try:
+        data = await artifacts.read(key)
+    except ArtifactNotFoundError:
+        raise Refused(
+            f"{where} were not found in the registry's artifact store; the staged files may have "
+            "expired (staging/ lifecycle rule) or the trainer never wrote them: retrain the model"
+        ) from None
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise Refused(f"{where} are not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise Refused(f"{where} must be a JSON object, not {type(document).__name__}")
+    return data
+
+
+def version_record(
+    event: ModelTrained,
+    prepared: Prepared,
+    version: int,
+    artifact_uri: str,
+    reference_uri: str | None = None,
+) -> ModelVersion:
+    """The record to commit: a candidate with its gates, whose audit trail opens with why it passed or not.
+
+    ``reference_uri`` is the version folder's copy of the reference distributions (not the staged one).
+    """
     now = utc_now()
     failed = [gate for gate in prepared.gates if not gate.passed]
     if failed:
@@ -221,7 +279,7 @@ def version_record(event: ModelTrained, prepared: Prepared, version: int, artifa
         metrics=prepared.metrics,
         fairness=event.fairness,
         gates={gate.name: gate.passed for gate in prepared.gates},
-        reference_uri=event.reference_uri,
+        reference_uri=reference_uri,
         lineage=prepared.lineage,
         status=VersionStatus.CANDIDATE,
         created_by=prepared.created_by,
@@ -238,13 +296,15 @@ async def write_version_files(
     prepared: Prepared,
     event: ModelTrained,
 ) -> None:
-    """Step (c): the model first, then config, metrics and card (each put replaces atomically)."""
+    """Step (c): the model first, then reference, config, metrics and card (each put replaces atomically)."""
     card = build_card(
         record,
         metrics_document=event.metrics,
         gate_reasons={gate.name: gate.reason for gate in prepared.gates},
     )
     await artifacts.put(layout.model, prepared.data)
+    if prepared.reference is not None:
+        await artifacts.put(layout.reference, prepared.reference)
     await artifacts.put(
         layout.config, yaml.safe_dump(event.config, sort_keys=False, allow_unicode=True).encode()
     )
@@ -256,11 +316,14 @@ async def write_version_files(
 def parse_metrics(raw: Mapping[str, Any]) -> dict[str, MetricValue]:
     """Scalar metrics, as a number or ``{"value", "ci_low", "ci_high"}`` (or ``"ci": [low, high]``).
 
-    Anything else (a calibration curve, per-trial tables) stays in ``metrics.json`` only; a value
-    that is not a finite number is left out, so a threshold on it fails as not reported.
+    Anything else (the ``calibration`` and ``sweep`` sections, any mapping without a ``value``)
+    stays in ``metrics.json`` only; a value that is not a finite number is left out, so a threshold
+    on it fails as not reported.
     """
     metrics: dict[str, MetricValue] = {}
     for name, value in raw.items():
+        if name in NON_METRIC_SECTIONS:
+            continue
         entry: Mapping[str, Any] = value if isinstance(value, Mapping) else {"value": value}
         number = _finite(entry.get("value"))
         if number is None:
