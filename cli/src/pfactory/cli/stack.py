@@ -85,7 +85,17 @@ WORKERS: tuple[ServiceSpec, ...] = (
         "PF_MATERIALISER_HEALTH_PORT",
         {"PF_MATERIALISER_STORE_ROOT": "{home}"},
     ),
-    ServiceSpec("trainer", "pfactory.trainer", 8101, "PF_TRAINER_HEALTH_PORT"),
+    ServiceSpec(
+        "trainer",
+        "pfactory.trainer",
+        8101,
+        "PF_TRAINER_HEALTH_PORT",
+        {
+            "PF_REGISTRY_DATA_DIR": "{home}/registry",
+            "PF_TRAINER_FEATURE_STORE_ROOT": "{home}",
+            "PF_TRAINER_SCRATCH_DIR": "{home}/trainer",
+        },
+    ),
     # the registrar writes the registry the gateway reads: one folder and SQLite file for both
     ServiceSpec(
         "registrar",

@@ -211,7 +211,7 @@ class SqliteGatewayStore(SqliteFeatureCatalog):
 
         def apply(conn: sqlite3.Connection) -> StatusOutcome:
             row = conn.execute(
-                "SELECT status, status_at FROM jobs WHERE job_id = ?", (event.job_id,)
+                "SELECT status, status_at, result FROM jobs WHERE job_id = ?", (event.job_id,)
             ).fetchone()
             if row is None:
                 return StatusOutcome.UNKNOWN_JOB
@@ -223,6 +223,9 @@ class SqliteGatewayStore(SqliteFeatureCatalog):
             if _RANK[event.status] == _RANK[current] and row["status_at"] and at <= row["status_at"]:
                 return StatusOutcome.STALE
             progress = event.progress.model_dump_json() if event.progress else None
+            # each service adds its part of the result (the trainer its trials, the registrar the
+            # version): later events extend the record rather than wipe what earlier stages reported
+            result = {**(json.loads(row["result"]) if row["result"] else {}), **event.result}
             conn.execute(
                 "UPDATE jobs SET status = ?, stage = ?, progress = coalesce(?, progress), reason = ?, "
                 "result = ?, status_at = ?, updated_at = ? WHERE job_id = ?",
@@ -231,7 +234,7 @@ class SqliteGatewayStore(SqliteFeatureCatalog):
                     event.stage,
                     progress,
                     event.reason,
-                    json.dumps(event.result),
+                    json.dumps(result),
                     at,
                     _now(),
                     event.job_id,
