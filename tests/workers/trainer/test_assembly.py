@@ -21,7 +21,6 @@ from pfactory.contracts.configs.metrics import Task
 from pfactory.contracts.configs.model import ModelConfig, ModelSpec
 from pfactory.contracts.imports import DisallowedImportError, ImportAllowlist, default_allowlist
 from pfactory.contracts.loader import load_config, load_config_dict
-from pfactory.registry.errors import UntrustedTypeError
 from pfactory.registry.serialization import dump_model, load_model, sha256_hex
 from pfactory.trainer.assembly import (
     AssemblyError,

@@ -1,70 +1,209 @@
-"""The trainer, as its real process on the real broker: it answers a training request honestly."""
+"""The trainer as its real process on the real broker, training the example credit model.
+
+Features are the example's, written in the materialiser's layout (``credit_data``); the trainer forks
+its runs from a warm fork server, stages the selected model in the registry's artifact store and
+answers on the bus. Covered: a sweep to a staged champion with its trials in the job record; a
+redelivered request answered from the durable record with the same event ids and no new training;
+a job that exhausts its memory limit failing alone while two others finish; health and shutdown.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
 import signal
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from pfactory.bus.broker import ensure_topics
 from pfactory.bus.settings import BusSettings
 from pfactory.contracts import topics
-from pfactory.contracts.events import FeatureSetRef, JobStatus, JobStatusChanged, TrainRequested
-from pfactory.trainer.service import NOT_IMPLEMENTED_REASON, answer_train_request
+from pfactory.contracts.events import (
+    Envelope,
+    FeatureSetRef,
+    JobStatus,
+    JobStatusChanged,
+    ModelTrained,
+    TrainingFailed,
+    TrainRequested,
+)
+from pfactory.registry.local import LocalArtifactStore
+from pfactory.registry.serialization import load_model
+from pfactory.registry.staging import key_from_uri
 from tests.workers.support import collect, http_status, publish, running_worker, wait_for
+from tests.workers.trainer.credit_data import credit_config, write_credit_store
 
 pytestmark = pytest.mark.integration
 
+START = dt.date(2024, 1, 1)
+DAYS = 6
 
-def _request() -> TrainRequested:
-    return TrainRequested(
-        job_id=str(uuid.uuid4()),
-        model_name="credit_default",
-        config={"kind": "Model"},
-        feature_set=FeatureSetRef(name="credit_features", version="1"),
+
+@pytest.fixture(scope="module")
+def credit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_credit_store(
+        tmp_path_factory.mktemp("credit"), start=START, days=DAYS, applicants_per_day=300
     )
 
 
-def test_answers_are_running_then_failed_with_the_issue_named() -> None:
-    request = _request()
-    running, failed = answer_train_request(request)
-    assert isinstance(running, JobStatusChanged) and running.status is JobStatus.RUNNING
-    assert running.stage == "received"
-    assert isinstance(failed, JobStatusChanged) and failed.status is JobStatus.FAILED
-    assert failed.reason == "training is not implemented in this build yet (issue #5: Trainer)"
-    assert {running.job_id, failed.job_id} == {request.job_id}
+def _request(config: dict[str, Any]) -> TrainRequested:
+    return TrainRequested(
+        job_id=str(uuid.uuid4()),
+        model_name="credit-default",
+        config=config,
+        feature_set=FeatureSetRef(name="credit-features", version="1"),
+        submitted_by="test",
+    )
 
 
-async def test_trainer_fails_a_train_request_honestly_and_answers_health(
-    bus_settings: BusSettings, tmp_path: Path
+def _config(raw: Path, **spec: Any) -> dict[str, Any]:
+    config = credit_config(raw, start=START, end=START + dt.timedelta(days=DAYS - 1), **spec)
+    config["spec"]["pipeline"]["estimator"]["params"]["max_iter"] = 30
+    return config
+
+
+def _env(tmp_path: Path, store: Path, **extra: str) -> dict[str, str]:
+    return {
+        "PF_REGISTRY_DATA_DIR": str(tmp_path / "registry"),
+        "PF_TRAINER_FEATURE_STORE_ROOT": str(store),
+        "PF_TRAINER_SCRATCH_DIR": str(tmp_path / "scratch"),
+        **extra,
+    }
+
+
+async def _publish_again(settings: BusSettings, envelope: Envelope, key: str | None) -> None:
+    """The very same envelope (same event id) once more, as a redelivery or a gateway re-publish sends it."""
+    client = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await client.start()
+    try:
+        await client.send_and_wait(
+            topics.TRAIN_REQUESTED, envelope.to_bytes(), key=key.encode() if key else None
+        )
+    finally:
+        await client.stop()
+
+
+async def test_a_sweep_trains_in_isolation_and_stages_the_champion_once(
+    bus_settings: BusSettings, tmp_path: Path, credit: tuple[Path, Path]
 ) -> None:
+    raw, store = credit
     await ensure_topics(bus_settings)
-    with running_worker("trainer", bus_settings, tmp_path) as worker:
+    request = _request(_config(raw))  # the example's 2 x 2 grid
+    with running_worker("trainer", bus_settings, tmp_path, extra_env=_env(tmp_path, store)) as worker:
         wait_for(lambda: http_status(f"{worker.url}/health") == 200, 30, "trainer /health", worker.log)
-        request = _request()
         sent = await publish(bus_settings, request)
-
-        statuses = await collect(
+        trained = await collect(
             bus_settings,
-            topics.JOB_STATUS,
+            topics.MODEL_TRAINED,
+            lambda e: e.correlation_id == request.job_id,
+            count=1,
+            timeout_s=120,
+        )
+        event = trained[0].open_as(ModelTrained)
+
+        store_ = LocalArtifactStore(tmp_path / "registry" / "artifacts")
+        data = await store_.read(key_from_uri(store_, event.artifact.uri))
+        model = load_model(data, expected_sha256=event.artifact.sha256, version_label="staged")
+        sweep = event.metrics["sweep"]
+        assert [t["status"] for t in sweep["trials"]] == ["succeeded"] * 4
+        best = max(sweep["trials"], key=lambda t: t["metrics"]["roc_auc"])
+        assert sweep["selected"] == [best["run_id"]]
+        assert {
+            f"estimator__{k.split('.')[1]}": v for k, v in best["params"].items()
+        }.items() <= model.get_params().items()
+        assert event.metrics["roc_auc"]["value"] == pytest.approx(best["metrics"]["roc_auc"])
+        assert (
+            event.reference_uri
+            and json.loads(await store_.read(key_from_uri(store_, event.reference_uri)))["features"]
+        )
+        assert event.fairness["age_band"]["demographic_parity_difference"] > 0.1
+        assert event.lineage["row_counts"]["train"] > 0 and event.lineage["submitted_by"] == "test"
+
+        statuses = [
+            e.open_as(JobStatusChanged)
+            for e in await collect(
+                bus_settings,
+                topics.JOB_STATUS,
+                lambda e: e.correlation_id == request.job_id,
+                count=6,
+                timeout_s=30,
+            )
+        ]
+        assert [s.progress.done for s in statuses if s.progress and s.stage == "training"] == [0, 1, 2, 3, 4]
+        final = statuses[-1]
+        assert final.stage == "trained" and final.status is JobStatus.RUNNING
+        assert (
+            len(final.result["training"]["trials"]) == 4
+            and final.result["training"]["selected"] == sweep["selected"]
+        )
+        assert all(e.causation_id == sent.event_id for e in trained)
+
+        # the same request again: answered from the record, same event ids, no run started
+        runs_before = sorted(p.name for p in (tmp_path / "scratch").rglob("result.json"))
+        await _publish_again(bus_settings, sent, request.partition_key())
+        again = await collect(
+            bus_settings,
+            topics.MODEL_TRAINED,
             lambda e: e.correlation_id == request.job_id,
             count=2,
-            timeout_s=45,
+            timeout_s=60,
+        )
+        assert again[1].event_id == again[0].event_id and again[1].open_as(ModelTrained) == event
+        assert sorted(p.name for p in (tmp_path / "scratch").rglob("result.json")) == runs_before
+        assert "answering from its record" in worker.log()
+
+        assert http_status(f"{worker.url}/ready") == 200
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(20) in (0, -signal.SIGTERM), worker.log()
+
+
+async def test_a_job_that_exhausts_its_memory_fails_alone_while_two_others_finish(
+    bus_settings: BusSettings, tmp_path: Path, credit: tuple[Path, Path]
+) -> None:
+    raw, store = credit
+    await ensure_topics(bus_settings)
+    greedy = _config(raw, resources={"cpu": 1, "memory": "400Mi", "timeout_seconds": 120})
+    greedy["spec"].pop("sweep")
+    # ~75k polynomial terms of 6 numeric features for each of ~1,400 rows: 860 MB at once, over 400Mi
+    greedy["spec"]["pipeline"]["steps"][0]["transformers"][0] = {
+        "name": "numeric",
+        "import": "sklearn.preprocessing.PolynomialFeatures",
+        "params": {"degree": 16},
+        "columns": [
+            "age",
+            "income",
+            "utilisation",
+            "n_open_accounts",
+            "n_late_payments_90d",
+            "months_at_address",
+        ],
+    }
+    modest = _config(raw)
+    modest["spec"].pop("sweep")
+    requests = [_request(greedy), _request(modest), _request(modest)]
+    env = _env(tmp_path, store, PF_TRAINER_MAX_CONCURRENT_JOBS="3", PF_TRAINER_MAX_PARALLEL_RUNS="3")
+    with running_worker("trainer", bus_settings, tmp_path, extra_env=env) as worker:
+        wait_for(lambda: http_status(f"{worker.url}/health") == 200, 30, "trainer /health", worker.log)
+        await asyncio.gather(*(publish(bus_settings, r) for r in requests))
+        ids = {r.job_id for r in requests}
+        failed = await collect(
+            bus_settings, topics.TRAINING_FAILED, lambda e: e.correlation_id in ids, count=1, timeout_s=120
+        )
+        trained = await collect(
+            bus_settings, topics.MODEL_TRAINED, lambda e: e.correlation_id in ids, count=2, timeout_s=120
         )
 
-        events = [e.open_as(JobStatusChanged) for e in statuses]
-        assert [(e.status, e.stage) for e in events] == [
-            (JobStatus.RUNNING, "received"),
-            (JobStatus.FAILED, "received"),
-        ]
-        assert events[1].reason == NOT_IMPLEMENTED_REASON
-        assert all(e.job_id == request.job_id for e in events)
-        assert all(e.causation_id == sent.event_id and e.producer == "trainer" for e in statuses)
-        assert http_status(f"{worker.url}/ready") == 200
+        failure = failed[0].open_as(TrainingFailed)
+        assert failure.job_id == requests[0].job_id
+        assert (
+            "memory" in failure.reason
+            and "400Mi" in failure.reason
+            and "spec.resources.memory" in failure.reason
+        )
+        assert {e.open_as(ModelTrained).job_id for e in trained} == {requests[1].job_id, requests[2].job_id}
         assert worker.process.poll() is None, worker.log()
-
-        worker.process.send_signal(signal.SIGTERM)
-        assert worker.process.wait(15) in (0, -signal.SIGTERM), worker.log()
-        assert "FastStream app shut down gracefully" in worker.log()

@@ -13,7 +13,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_job_main(args)
     if args:
-        print(f"unknown command {args[0]!r}; use no arguments to serve, or 'run-job SPEC_URI'", file=sys.stderr)
+        print(
+            f"unknown command {args[0]!r}; use no arguments to serve, or 'run-job SPEC_URI'", file=sys.stderr
+        )
         return 2
     from pfactory.trainer.app import run
     from pfactory.trainer.settings import TrainerSettings

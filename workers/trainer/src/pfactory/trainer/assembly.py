@@ -368,12 +368,25 @@ def _library(obj: object) -> str:
     return _LABELS.get(top, top)
 
 
+@cache
+def _distributions() -> Mapping[str, list[str]]:
+    return packages_distributions()  # reads every installed package's metadata: once per process
+
+
+def warm_caches() -> None:
+    """Read package metadata now (a fork server calls this once, so runs forked from it do not)."""
+    _adapters()
+    for library in ("scikit-learn", "numpy", "lightgbm", "xgboost"):
+        _versions(library)
+
+
+@cache
 def _versions(library: str) -> dict[str, str]:
     names = [library, *(req for dist, reqs in _adapters().values() if dist == library for req in reqs)]
     out = {}
     for name in names:
         # an import name may differ from its distribution's (xgboost ships as xgboost-cpu too)
-        for dist in (name, *packages_distributions().get(name, [])):
+        for dist in (name, *_distributions().get(name, [])):
             try:
                 out[name] = version(dist)
                 break

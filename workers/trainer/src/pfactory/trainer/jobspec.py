@@ -63,6 +63,9 @@ class RunSpec(BaseModel):
     labels_endpoint_url: str | None = Field(
         default=None, description="S3 endpoint override for an s3:// labels path."
     )
+    working_dir: str | None = Field(
+        default=None, description="Folder a relative local labels path in the config is read from."
+    )
     output_uri: str = Field(description="Folder this run writes model.skops, reference.json, result.json.")
     threads: int = Field(default=1, ge=1, description="Threads the fit may use (BLAS, OpenMP, n_jobs).")
 

@@ -1,0 +1,1 @@
+"""Backends of the trainer's roles: ``process`` and ``kubernetes`` launch isolated runs."""
