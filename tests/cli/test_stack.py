@@ -88,10 +88,11 @@ def test_submit_is_accepted_and_its_train_request_reaches_the_topic(stack: Stack
     assert f"TrainRequested on {topics.TRAIN_REQUESTED}" in out
     assert seen[job_id].envelope.event_id in out
 
-    # The trainer picks it up and fails it honestly; watch follows it to the end and exits 1.
-    code, out = _cli(stack, "jobs", "watch", job_id, "--timeout", "60")
+    # No data was generated in this stack: the trainer fails the job with what is missing and the
+    # fix; watch follows it to the end and exits 1.
+    code, out = _cli(stack, "jobs", "watch", job_id, "--timeout", "90")
     assert code == 1, out
-    assert "training is not implemented in this build yet (issue #5: Trainer)" in out
+    assert "data/raw/labels" in out and "generate" in out, out
 
     code, out = _cli(stack, "jobs", "list", "--kind", "train")
     assert code == 0 and job_id in out

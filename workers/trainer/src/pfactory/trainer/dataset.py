@@ -19,6 +19,7 @@ import pandas as pd  # type: ignore[import-untyped]
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pa_ds
+from pyarrow import fs as pa_fs
 
 from pfactory.contracts.configs.featureset import SourceFormat
 from pfactory.contracts.configs.metrics import Task
@@ -145,6 +146,12 @@ def _load_labels(
     """The label rows dated within the window (entity, date, label), and how many had nulls."""
     filesystem, path = resolve(labels.path, endpoint_url=endpoint_url, region=region)
     file_format = pa_ds.CsvFileFormat() if labels.format == SourceFormat.CSV else "parquet"
+    if filesystem.get_file_info(path).type == pa_fs.FileType.NotFound:
+        raise TrainingDataError(
+            f"the label table {path} (spec.labels.path: {labels.path}) does not exist; point spec.labels.path "
+            "at your labels (a relative path is read from the folder the trainer runs in), or, for the "
+            "example, generate its data first: python examples/credit/generate_data.py --out data/raw"
+        )
     try:
         dataset = pa_ds.dataset(path, filesystem=filesystem, format=file_format, partitioning="hive")
         files = dataset.files

@@ -305,9 +305,13 @@ async def _train(job: _Job) -> list[Event]:
             message=f"training {len(trials)} trial(s) in isolation",
         ),
     )
-    outcomes = list(
-        await asyncio.gather(*(_run(job, _run_spec(job, f"trial-{i:03d}", p)) for i, p in enumerate(trials)))
-    )
+    specs = [_run_spec(job, f"trial-{i:03d}", p) for i, p in enumerate(trials)]
+    outcomes, data_failure = await _run_trials(job, specs)
+    if data_failure is not None:
+        # every trial reads the same data: the first to fail loading it speaks for all of them
+        failed_summary = {"trials": [t.summary(None) for t in outcomes]}
+        reason = data_failure.reason or "the training data could not be loaded"
+        return _failed(request, "load", reason, {"training": failed_summary})
     metric = sweep.selection.metric if sweep and sweep.selection.metric else spec.metrics.primary
     summary: dict[str, Any] = {"trials": [t.summary(metric.value) for t in outcomes]}
     succeeded = [t for t in outcomes if t.ok]
@@ -352,6 +356,22 @@ async def _train(job: _Job) -> list[Event]:
     summary["selected"] = selected
     summary["strategy"] = sweep.strategy.value if sweep else None
     return await _stage(job, chosen, outcomes, summary)
+
+
+async def _run_trials(job: _Job, specs: Sequence[RunSpec]) -> tuple[list[TrialOutcome], TrialOutcome | None]:
+    """Run the trials in parallel; stop them all when one finds the training data unusable."""
+    tasks = [asyncio.create_task(_run(job, spec)) for spec in specs]
+    try:
+        for finished in asyncio.as_completed(tasks):
+            trial = await finished
+            if not trial.ok and trial.result is not None and trial.result.stage == "load":
+                done = [t.result() for t in tasks if t.done() and not t.cancelled() and t.exception() is None]
+                return done, trial
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return [task.result() for task in tasks], None
 
 
 def _all_failed_reason(outcomes: Sequence[TrialOutcome]) -> str:
