@@ -184,7 +184,7 @@ async def answer_train_request(request: TrainRequested, deps: TrainerDeps, emit:
     if recorded is not None:
         log.info("job %s was trained before; answering from its record", request.job_id)
         await emit(
-            "trained-status",
+            "answer-0",
             _status(
                 request.job_id, "trained", done=1, total=1, message="trained", result=recorded["summary"]
             ),
@@ -228,16 +228,17 @@ async def _heartbeat(job: _Job) -> None:
         await asyncio.sleep(job.deps.heartbeat_s)
         beat += 1
         elapsed = time.monotonic() - job.started
-        await job.emit(
-            f"heartbeat-{beat}",
-            _status(
-                job.request.job_id,
-                "training",
-                done=job.done,
-                total=job.total,
-                message=f"{job.done}/{job.total} runs finished after {elapsed:.0f} s",
-            ),
+        status = _status(
+            job.request.job_id,
+            "training",
+            done=job.done,
+            total=job.total,
+            message=f"{job.done}/{job.total} runs finished after {elapsed:.0f} s",
         )
+        try:
+            await job.emit(f"heartbeat-{beat}", status)
+        except Exception as error:  # a missed heartbeat only delays the record; the next one may pass
+            log.warning("job %s: heartbeat not published: %r", job.request.job_id, error)
 
 
 def _run_spec(
