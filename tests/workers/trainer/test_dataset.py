@@ -420,7 +420,8 @@ def test_labels_outside_the_window_or_absent_are_refused(
     ):
         build_training_set(model_spec(labels), reader)
     with pytest.raises(
-        TrainingDataError, match=r"labels could not be read from .*nowhere \(spec.labels.path"
+        TrainingDataError,
+        match=r"the label table .*nowhere \(spec.labels.path: .*\) does not exist; point spec.labels.path",
     ):
         build_training_set(model_spec(tmp_path / "nowhere"), reader)
 

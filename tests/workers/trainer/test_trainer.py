@@ -28,6 +28,7 @@ from pfactory.contracts.events import (
     FeatureSetRef,
     JobStatus,
     JobStatusChanged,
+    ModelRegistered,
     ModelTrained,
     TrainingFailed,
     TrainRequested,
@@ -93,7 +94,13 @@ async def test_a_sweep_trains_in_isolation_and_stages_the_champion_once(
 ) -> None:
     raw, store = credit
     await ensure_topics(bus_settings)
-    request = _request(_config(raw))  # the example's 2 x 2 grid
+    config = _config(raw)
+    # a 2 x 2 grid keeps this fast; the example's own 12-trial grid runs in tests/e2e/test_train_to_registered.py
+    config["spec"]["sweep"]["params"] = {
+        "estimator.max_depth": [3, 5],
+        "estimator.learning_rate": [0.05, 0.1],
+    }
+    request = _request(config)
     with running_worker("trainer", bus_settings, tmp_path, extra_env=_env(tmp_path, store)) as worker:
         wait_for(lambda: http_status(f"{worker.url}/health") == 200, 30, "trainer /health", worker.log)
         sent = await publish(bus_settings, request)
@@ -207,3 +214,72 @@ async def test_a_job_that_exhausts_its_memory_fails_alone_while_two_others_finis
         )
         assert {e.open_as(ModelTrained).job_id for e in trained} == {requests[1].job_id, requests[2].job_id}
         assert worker.process.poll() is None, worker.log()
+
+
+@pytest.mark.filterwarnings(
+    "ignore:The ``noload`` loader strategy is deprecated:sqlalchemy.exc.SADeprecationWarning"
+)
+async def test_with_a_tracking_uri_every_trial_is_an_mlflow_run_tagged_with_the_registry_version(
+    bus_settings: BusSettings, tmp_path: Path, credit: tuple[Path, Path]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    raw, store = credit
+    await ensure_topics(bus_settings)
+    config = _config(raw)
+    config["spec"]["sweep"]["params"] = {"estimator.max_depth": [2, 3]}
+    request = _request(config)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = _env(tmp_path, store, PF_TRAINER_MLFLOW_TRACKING_URI=uri)
+    with running_worker("trainer", bus_settings, tmp_path, extra_env=env) as worker:
+        wait_for(lambda: http_status(f"{worker.url}/health") == 200, 30, "trainer /health", worker.log)
+        await publish(bus_settings, request)
+        trained = await collect(
+            bus_settings,
+            topics.MODEL_TRAINED,
+            lambda e: e.correlation_id == request.job_id,
+            count=1,
+            timeout_s=120,
+        )
+        event = trained[0].open_as(ModelTrained)
+        # what the registrar announces once the version exists
+        await publish(
+            bus_settings,
+            ModelRegistered(
+                job_id=request.job_id,
+                model_name=request.model_name,
+                feature_set=request.feature_set,
+                version=7,
+                artifact_uri="file:///registry/model.skops",
+                sha256=event.artifact.sha256,
+                status="candidate",
+            ),
+        )
+
+        client = MlflowClient(tracking_uri=uri)
+
+        def runs() -> list[Any]:
+            experiments = client.search_experiments()
+            ids = [e.experiment_id for e in experiments]
+            return (
+                list(client.search_runs(ids, filter_string=f"tags.`pfactory.job_id` = '{request.job_id}'"))
+                if ids
+                else []
+            )
+
+        wait_for(
+            lambda: (
+                len(runs()) == 3 and all(r.data.tags.get("pfactory.registry_version") == "7" for r in runs())
+            ),
+            60,
+            "three MLflow runs (the job and its two trials) tagged with version 7",
+            worker.log,
+        )
+        trials = {r.data.tags.get("pfactory.run_id"): r for r in runs() if r.data.tags.get("pfactory.run_id")}
+        assert set(trials) == {"trial-000", "trial-001"}
+        for trial in event.metrics["sweep"]["trials"]:
+            run_id = trial["run_id"]
+            assert trials[run_id].data.metrics["roc_auc"] == pytest.approx(trial["metrics"]["roc_auc"])
+            assert trials[run_id].data.params["estimator.max_depth"] == str(
+                trial["params"]["estimator.max_depth"]
+            )
