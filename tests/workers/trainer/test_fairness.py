@@ -200,3 +200,26 @@ def test_the_credit_examples_injected_age_bias_is_caught_and_gender_is_not(tmp_p
     rates = gender["groups"]
     assert abs(rates["female"]["selection_rate"] - rates["male"]["selection_rate"]) < 0.05
     assert set(gender["groups"]) == {"female", "male", "non_binary", "missing"}
+
+
+def test_groups_below_the_minimum_size_are_reported_but_left_out_of_the_gaps() -> None:
+    # 100 rows each of A (selected 60%) and B (40%), and 5 rows of C, none selected: C alone would make
+    # the parity gap 0.6 and fail a 0.3 constraint on the strength of five rows
+    y = np.array([1, 0] * 100 + [1, 0, 1, 0, 1])
+    scores = np.array([0.9] * 60 + [0.1] * 40 + [0.9] * 40 + [0.1] * 60 + [0.1] * 5)
+    groups = pd.DataFrame({"band": ["A"] * 100 + ["B"] * 100 + ["C"] * 5})
+    measures = [FairnessMetric.DEMOGRAPHIC_PARITY_DIFFERENCE]
+
+    everyone = fairness_report(y, scores, groups, measures, threshold=0.5)
+    sized = fairness_report(y, scores, groups, measures, threshold=0.5, min_group_size=30)
+
+    assert everyone["band"]["demographic_parity_difference"] == pytest.approx(0.6)
+    assert sized["band"]["demographic_parity_difference"] == pytest.approx(0.2)
+    assert sized["band"]["groups"]["C"]["count"] == 5  # still reported
+    assert sized["band"]["largest_gap_groups"] == ["B", "A"]
+    assert any(
+        "'C' has 5 rows, fewer than spec.fairness.min_group_size (30)" in n for n in sized["band"]["notes"]
+    )
+    alone = fairness_report(y[:100], scores[:100], groups[:100], measures, threshold=0.5, min_group_size=200)
+    assert alone["band"]["demographic_parity_difference"] is None
+    assert any("no gap can be measured" in n for n in alone["band"]["notes"])

@@ -117,6 +117,7 @@ def fairness_report(
     measures: Sequence[FairnessMetric | str],
     *,
     threshold: float,
+    min_group_size: int = 1,
 ) -> dict[str, Any]:
     """Per protected attribute: the requested fairness measures and per-group rates.
 
@@ -127,6 +128,8 @@ def fairness_report(
         measures: the measures to report (``spec.fairness.metrics``); each is a gap between the
             groups' rates, except ``disparate_impact_ratio`` (lowest / highest selection rate).
         threshold: score at or above which a row counts as selected (``spec.fairness.decision_threshold``).
+        min_group_size: groups with fewer rows are reported but left out of the measures
+            (``spec.fairness.min_group_size``).
 
     Returns:
         ``{attribute: {measure: value | None, "threshold", "largest_gap_groups", "groups", "notes"}}``
@@ -155,8 +158,19 @@ def fairness_report(
         rates: pd.DataFrame = frame.by_group
         rates.index = rates.index.map(str)
         notes: list[str] = []
-        computed = _measures(rates, notes)
-        selection = rates["selection_rate"]
+        small = rates.index[rates["count"] < min_group_size]
+        notes += [
+            f"group {group!r} has {int(rates.loc[group, 'count'])} rows, fewer than "
+            f"spec.fairness.min_group_size ({min_group_size}): reported, but left out of the gaps"
+            for group in small
+        ]
+        compared = rates.drop(index=small)
+        if len(compared) < 2:
+            notes.append(f"fewer than two groups have {min_group_size} rows or more: no gap can be measured")
+            computed: dict[str, float | None] = dict.fromkeys(FairnessMetric, None)
+        else:
+            computed = _measures(compared, notes)
+        selection = compared["selection_rate"] if len(compared) else rates["selection_rate"]
         report[str(attribute)] = {
             **{m.value: computed[m] for m in wanted},
             "threshold": threshold,

@@ -122,6 +122,12 @@ class Fairness(StrictModel):
     constraints: dict[FairnessMetric, float] = Field(
         default_factory=dict, description="Largest allowed gap per measure; a model over it is not approved."
     )
+    min_group_size: int = Field(
+        default=30,
+        ge=1,
+        description="Groups with fewer test rows are reported but left out of the gaps: a rate from a "
+        "handful of rows is noise, and one such group could fail (or pass) a gate on its own.",
+    )
     decision_threshold: float = Field(
         default=0.5,
         gt=0,
