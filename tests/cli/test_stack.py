@@ -10,8 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+from pfactory.cli.client import GatewayClient
+from pfactory.cli.demo_training import follow_training, summarise_training
 from pfactory.cli.events import find_job_events
 from pfactory.cli.main import app
 from pfactory.cli.stack import SERVICES, Stack, read_stack_state
@@ -98,6 +101,21 @@ def test_submit_is_accepted_and_its_train_request_reaches_the_topic(stack: Stack
     assert code == 0 and job_id in out
 
 
+def test_the_demo_says_why_a_model_did_not_register(stack: Stack) -> None:
+    # No data was generated in this stack: the training job fails, and the demo's summary says why.
+    console = Console(record=True, width=200, soft_wrap=True)
+    with GatewayClient(stack.gateway_url, stack.api_key) as client:
+        accepted = client.submit((EXAMPLES / "credit_model.yaml").read_text(), "credit_model.yaml")
+        finished = follow_training(console, client, [accepted], timeout_s=90)
+        registered = summarise_training(console, client, stack.gateway_url, finished[0], home=stack.home)
+    out = console.export_text()
+    assert registered is False
+    assert "credit-default: failed" in out, out
+    assert "not registered credit-default: " in out and "data/raw/labels" in out, out
+    assert f"{stack.gateway_url}/v1/jobs/{accepted['job_id']}" in out
+    assert str(stack.home / "logs" / "trainer.log") in out
+
+
 def test_an_invalid_config_is_refused_with_located_issues(stack: Stack, tmp_path: Path) -> None:
     bad = tmp_path / "bad_model.yaml"
     bad.write_text(
@@ -140,7 +158,7 @@ def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
     assert read_stack_state(stack.home) is None
 
 
-def test_demo_submits_the_examples_sees_their_events_and_stops_the_stack(tmp_path: Path) -> None:
+def test_demo_materialises_trains_registers_and_says_what_it_registered(tmp_path: Path) -> None:
     home = tmp_path / ".pfactory"
     result = CliRunner().invoke(app, ["demo", "--home", str(home), "--examples", str(EXAMPLES)])
     assert result.exit_code == 0, result.output
@@ -154,4 +172,25 @@ def test_demo_submits_the_examples_sees_their_events_and_stops_the_stack(tmp_pat
         f"ds=2024-01-0{day}" for day in range(1, 8)
     ]
     assert (tmp_path / "data" / "raw" / "ground_truth.json").exists()
+
+    # the models were trained after their features existed, with progress, and registered
+    assert out.index("7/7 days") < out.index("train job")
+    assert "credit-default: running training 0/12 runs" in out
+    assert "credit-default: succeeded registered 12/12 runs" in out
+    assert "credit-default-glm: succeeded registered 6/6 runs" in out
+    summary = out[out.index("credit-default v1 on credit-features@1: registered as candidate") :]
+    assert re.search(r"champion +trial-\d{3}, best of 12 trials by roc_auc: estimator\.max_depth=", summary)
+    assert re.search(r"roc_auc 0\.\d{3} \(95% CI 0\.\d{3} to 0\.\d{3}\), threshold ≥ 0\.7: pass", summary)
+    assert re.search(
+        r"age_band demographic_parity_difference 0\.\d{3} \(largest allowed 0\.1\): FAIL — "
+        r"selection_rate [\d.]+% for 18-24",
+        summary,
+    ), summary
+    assert "fairness gate(s) failed" in summary
+    assert "/v1/models/credit-default/versions/1/card?feature_set=credit-features@1&format=html" in summary
+    card = (
+        home / "registry" / "artifacts" / "models" / "model=credit-default" / "feature_set=credit-features@1"
+    )
+    assert (card / "version=1" / "card.md").exists() and str(card / "version=1" / "card.md") in summary
+    assert re.search(r"timings: stack start [\d.]+ s · data [\d.]+ s · .*training [\d.]+ s", out)
     assert read_stack_state(home) is None  # the stack it started is gone again
