@@ -105,7 +105,14 @@ WORKERS: tuple[ServiceSpec, ...] = (
         {"PF_REGISTRY_DATA_DIR": "{home}/registry"},
     ),
     ServiceSpec("scheduler", "pfactory.scheduler", 8104, "PF_SCHEDULER_HEALTH_PORT"),
-    ServiceSpec("scorer", "pfactory.scorer", 8105, "PF_SCORER_HEALTH_PORT"),
+    # the scorer reads the registry and the partitions, and writes predictions/ under the home
+    ServiceSpec(
+        "scorer",
+        "pfactory.scorer",
+        8105,
+        "PF_SCORER_HEALTH_PORT",
+        {"PF_REGISTRY_DATA_DIR": "{home}/registry", "PF_SCORER_STORE_ROOT": "{home}"},
+    ),
 )
 SERVICES: tuple[ServiceSpec, ...] = (*WORKERS, GATEWAY)
 

@@ -392,6 +392,9 @@ class ScoringRequested(Event):
     EVENT_TYPE: ClassVar[str] = "ScoringRequested"
     job_id: str
     model_name: str
+    feature_set: FeatureSetRef | None = Field(
+        default=None, description="Which feature-set pair of the model; None when the model has only one."
+    )
     version: int | None = None
     alias: str | None = None
     ds: date

@@ -199,25 +199,131 @@ def drift_report(
         ``{"threshold", "rows", "features": {name: psi}, "score": psi | None, "score_drifted",
         "drifted": [names, largest PSI first], "missing": [reference features absent from frame]}``.
     """
-    if reference.get("version") != REFERENCE_VERSION:
-        raise ValueError(
-            f"reference version {reference.get('version')!r} is not supported (expected {REFERENCE_VERSION}): "
-            "retrain the model to record a current reference"
-        )
+    _check_version(reference)
     entries: dict[str, dict[str, Any]] = reference["features"]
     features = {name: psi(entry, frame[name]) for name, entry in entries.items() if name in frame.columns}
     score = None
     if scores is not None and reference.get("score") is not None:
         score = psi(reference["score"], np.asarray(scores, dtype=np.float64))
+    missing = [name for name in entries if name not in frame.columns]
+    return _report(threshold, len(frame), features, score, missing)
+
+
+def _check_version(reference: dict[str, Any]) -> None:
+    if reference.get("version") != REFERENCE_VERSION:
+        raise ValueError(
+            f"reference version {reference.get('version')!r} is not supported (expected {REFERENCE_VERSION}): "
+            "retrain the model to record a current reference"
+        )
+
+
+def _report(
+    threshold: float, rows: int, features: dict[str, float], score: float | None, missing: list[str]
+) -> dict[str, Any]:
     drifted = sorted(
         (name for name, value in features.items() if value > threshold), key=lambda n: -features[n]
     )
     return {
         "threshold": threshold,
-        "rows": len(frame),
+        "rows": rows,
         "features": features,
         "score": score,
         "score_drifted": score is not None and score > threshold,
         "drifted": drifted,
-        "missing": [name for name in entries if name not in frame.columns],
+        "missing": missing,
     }
+
+
+class _Counts:
+    """Bucket counts of one column against one reference entry (the buckets PSI compares)."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.entry = entry
+        self.rows = 0
+        self.nulls = 0
+        if entry["kind"] == "categorical":
+            self.categories: list[str] = list(entry["categories"])
+            self.inner = np.zeros(0)
+            self.counts = np.zeros(len(self.categories) + 1, dtype=np.int64)  # + unseen ("other")
+        else:
+            self.inner = np.array(entry["edges"][1:-1], dtype=np.float64)
+            self.counts = np.zeros(self.inner.size + 1, dtype=np.int64)
+
+    def add(self, series: pd.Series) -> None:
+        self.rows += len(series)
+        if self.entry["kind"] == "categorical":
+            self.nulls += int(series.isna().sum())
+            seen = series.dropna().map(str).value_counts()
+            known = seen.index.isin(self.categories)
+            self.counts[:-1] += np.array([int(seen.get(c, 0)) for c in self.categories], dtype=np.int64)
+            self.counts[-1] += int(seen[~known].sum())
+            return
+        numbers = _as_floats(series, self.entry["kind"])
+        null = np.isnan(numbers)
+        self.nulls += int(null.sum())
+        self.counts += np.bincount(
+            np.searchsorted(self.inner, numbers[~null], side="right"), minlength=self.counts.size
+        )
+
+    def psi(self) -> float:
+        if self.rows == 0:
+            raise ValueError("PSI needs at least one value; the new data has no rows")
+        actual = np.append(self.counts / self.rows, self.nulls / self.rows)
+        if self.entry["kind"] == "categorical":
+            stored = [*self.entry["categories"].values(), self.entry["other"], self.entry["null_fraction"]]
+        else:
+            stored = [*self.entry["proportions"], self.entry["null_fraction"]]
+        return _stability(np.array(stored, dtype=np.float64), actual)
+
+
+class DriftAccumulator:
+    """:func:`drift_report` over data seen one record batch at a time, in memory of the buckets only.
+
+    Feed each batch with :meth:`add`; :meth:`report` then equals ``drift_report`` on all the batches
+    concatenated (categorical shares of unseen values may differ in the last float bit, being
+    summed as counts rather than as shares).
+    """
+
+    def __init__(self, reference: dict[str, Any]) -> None:
+        """Start counting against a reference from :func:`build_reference`."""
+        _check_version(reference)
+        self.reference = reference
+        self.rows = 0
+        self._features: dict[str, _Counts] | None = None
+        self._missing: list[str] = []
+        score_entry = reference.get("score")
+        self._score = _Counts(score_entry) if score_entry is not None else None
+        self._scored = False
+
+    def add(self, frame: pd.DataFrame, scores: ArrayLike | None = None) -> None:
+        """Count one batch of rows and, if given, their scores (one per row).
+
+        The first batch fixes which reference features are present; later batches must have them.
+        """
+        entries: dict[str, dict[str, Any]] = self.reference["features"]
+        if self._features is None:
+            self._features = {n: _Counts(e) for n, e in entries.items() if n in frame.columns}
+            self._missing = [name for name in entries if name not in frame.columns]
+        for name, counts in self._features.items():
+            counts.add(frame[name])
+        if scores is not None and self._score is not None:
+            values = np.asarray(scores, dtype=np.float64)
+            if values.shape != (len(frame),):
+                raise ValueError(
+                    f"scores must be one number per row ({len(frame)}), got shape {values.shape}"
+                )
+            self._score.add(pd.Series(values))
+            self._scored = True
+        self.rows += len(frame)
+
+    def report(self, threshold: float) -> dict[str, Any]:
+        """The same document as :func:`drift_report` gives on every row added so far.
+
+        Raises:
+            ValueError: no rows were added.
+        """
+        if self._features is None or self.rows == 0:
+            raise ValueError("PSI needs at least one value; the new data has no rows")
+        features = {name: counts.psi() for name, counts in self._features.items()}
+        score = self._score.psi() if self._score is not None and self._scored else None
+        return _report(threshold, self.rows, features, score, list(self._missing))

@@ -1,41 +1,164 @@
 """The scorer's domain: how it answers a scoring request. No network imports.
 
-This build cannot score yet, so it says so: the job is marked running at the ``received`` stage,
-then failed with a reason that names the issue that brings scoring. It never reports a success it
-did not earn.
+A request is resolved to a version (by number, alias or the live one), the version is loaded
+(cached; sha256-checked, trusted types only), the day is scored in record batches
+(:mod:`pfactory.scorer.batch`), and the answer is published: ``ScoringCompleted`` with the drift
+summary, ``DriftDetected`` when a PSI passes the model's threshold, and the job's status. A bad
+request (unknown model, no such day...) ends the job failed with a reason; transient registry
+errors propagate so the consumer retries. Event labels are fixed, so a redelivered request, which
+rewrites the same day, republishes the same event ids.
 """
 
 from __future__ import annotations
 
-from pfactory.contracts.events import Event, JobStatus, JobStatusChanged, Progress, ScoringRequested
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pfactory.contracts.events import (
+    DriftDetected,
+    Event,
+    JobStatus,
+    JobStatusChanged,
+    Progress,
+    ScoringCompleted,
+    ScoringFailed,
+    ScoringRequested,
+)
+from pfactory.registry.loading import VersionLoader
+from pfactory.scorer.batch import ScoredDay, Store, score_day
 
 SERVICE = "scorer"
-NOT_IMPLEMENTED_REASON = "scoring is not implemented in this build yet (issue #6: Scorer)"
+STAGES = 3
+
+log = logging.getLogger("pfactory.scorer")
+
+Emit = Callable[[str, Event], Awaitable[None]]
+"""Publishes an event under a label that is stable across redeliveries (it derives the event id)."""
 
 
-def answer_scoring_request(request: ScoringRequested) -> list[Event]:
-    """Return the events that answer one scoring request, in publishing order.
+@dataclass
+class ScorerDeps:
+    """What answering needs: the version loader, the store, the batch size, and which errors to retry."""
+
+    loader: VersionLoader
+    store: Store
+    batch_rows: int
+    transient: tuple[type[BaseException], ...] = ()
+
+
+def drift_summary(report: dict[str, Any] | None) -> dict[str, float]:
+    """``{feature: psi, ..., "score": psi}`` for ``ScoringCompleted`` (empty without a reference)."""
+    if report is None:
+        return {}
+    summary = {str(name): float(value) for name, value in report["features"].items()}
+    if report["score"] is not None:
+        summary["score"] = float(report["score"])
+    return summary
+
+
+async def answer_scoring_request(request: ScoringRequested, deps: ScorerDeps, emit: Emit) -> None:
+    """Score the requested day and publish the outcome (see the module docstring).
 
     Args:
         request: the accepted scoring request.
-
-    Returns:
-        ``JobStatusChanged`` running/received, then ``JobStatusChanged`` failed with the reason.
+        deps: loader, store and settings.
+        emit: publishes one event under a stable label.
     """
-    target = f"version {request.version}" if request.version is not None else f"alias {request.alias!r}"
-    return [
-        JobStatusChanged(
-            job_id=request.job_id,
-            status=JobStatus.RUNNING,
-            stage="received",
-            progress=Progress(
-                done=0,
-                total=1,
-                unit="stages",
-                message=f"scorer received {request.model_name!r} ({target}) for ds={request.ds}",
+    target = (
+        f"version {request.version}"
+        if request.version is not None
+        else (f"alias {request.alias!r}" if request.alias is not None else "the live version")
+    )
+    await emit(
+        "running-resolve",
+        _running(request, 0, f"resolving {request.model_name} ({target}) for ds={request.ds}"),
+    )
+    version: int | None = None
+    try:
+        record = await deps.loader.resolve(
+            request.model_name, feature_set=request.feature_set, version=request.version, alias=request.alias
+        )
+        version = record.version
+        loaded = await deps.loader.load(record)
+        await emit("running-score", _running(request, 1, f"scoring ds={request.ds} with {record.label}"))
+        scored = await asyncio.to_thread(
+            score_day, loaded, request.ds, deps.store, batch_rows=deps.batch_rows
+        )
+    except deps.transient:
+        raise
+    except Exception as error:  # any other failure ends the job with its reason instead of hanging it
+        log.warning(
+            "scoring job %s failed: %s", request.job_id, error, exc_info=not isinstance(error, LookupError)
+        )
+        reason = (
+            str(error) if isinstance(error, (LookupError, ValueError)) else f"{type(error).__name__}: {error}"
+        )
+        await emit(
+            "failed",
+            ScoringFailed(
+                job_id=request.job_id,
+                model_name=request.model_name,
+                version=version,
+                ds=request.ds,
+                reason=reason,
             ),
+        )
+        await emit(
+            "status-failed",
+            JobStatusChanged(job_id=request.job_id, status=JobStatus.FAILED, stage="scoring", reason=reason),
+        )
+        return
+    await _publish_outcome(request, record.version, scored, emit)
+
+
+async def _publish_outcome(request: ScoringRequested, version: int, scored: ScoredDay, emit: Emit) -> None:
+    drift = drift_summary(scored.drift)
+    await emit(
+        "completed",
+        ScoringCompleted(
+            job_id=request.job_id,
+            model_name=request.model_name,
+            version=version,
+            ds=request.ds,
+            rows=scored.rows,
+            predictions_uri=scored.predictions_uri,
+            drift=drift,
         ),
-        JobStatusChanged(
-            job_id=request.job_id, status=JobStatus.FAILED, stage="received", reason=NOT_IMPLEMENTED_REASON
-        ),
-    ]
+    )
+    report = scored.drift
+    if report is not None and (report["drifted"] or report["score_drifted"]):
+        moved = {name: float(report["features"][name]) for name in report["drifted"]}
+        log.warning("drift on %s v%s ds=%s: %s", request.model_name, version, request.ds, moved)
+        await emit(
+            "drift",
+            DriftDetected(
+                model_name=request.model_name,
+                version=version,
+                ds=request.ds,
+                threshold=float(report["threshold"]),
+                feature_psi=moved,
+                score_psi=report["score"],
+            ),
+        )
+    result = {
+        "predictions_uri": scored.predictions_uri,
+        "rows": scored.rows,
+        "drift": drift,
+        "version": version,
+    }
+    await emit(
+        "status-succeeded",
+        JobStatusChanged(job_id=request.job_id, status=JobStatus.SUCCEEDED, stage="scored", result=result),
+    )
+
+
+def _running(request: ScoringRequested, done: int, message: str) -> JobStatusChanged:
+    return JobStatusChanged(
+        job_id=request.job_id,
+        status=JobStatus.RUNNING,
+        stage="scoring" if done else "received",
+        progress=Progress(done=done, total=STAGES, unit="stages", message=message),
+    )
