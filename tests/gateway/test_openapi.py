@@ -14,6 +14,8 @@ async def test_openapi_lists_every_path_with_security_and_errors(gateway_setting
     assert set(paths) == {
         "/v1/jobs",
         "/v1/jobs/{job_id}",
+        "/v1/scoring-runs",
+        "/v1/scoring-runs/{run_id}",
         "/v1/keys",
         "/v1/keys/{key_id}",
         "/health",

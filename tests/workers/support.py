@@ -81,6 +81,7 @@ def running_worker(
         "PF_BUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "PF_BUS_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
         "PF_BUS_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms),
+        "PF_BUS_FETCH_MAX_WAIT_MS": "100",  # Tansu holds a waiting fetch to its deadline
         f"{prefix}HEALTH_PORT": str(port),
         f"{prefix}GROUP_ID": group_id,
         "PYTHONUNBUFFERED": "1",

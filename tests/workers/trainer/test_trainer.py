@@ -64,6 +64,7 @@ def _request(config: dict[str, Any]) -> TrainRequested:
 
 def _config(raw: Path, **spec: Any) -> dict[str, Any]:
     config = credit_config(raw, start=START, end=START + dt.timedelta(days=DAYS - 1), **spec)
+    config["spec"]["fairness"]["min_group_size"] = 10  # the test split holds about 30 applicants aged 18-24
     config["spec"]["pipeline"]["estimator"]["params"]["max_iter"] = 30
     return config
 

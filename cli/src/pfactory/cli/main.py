@@ -55,6 +55,7 @@ from pfactory.cli.render import (
     progress_text,
     status_markup,
 )
+from pfactory.cli.score import score
 from pfactory.cli.stack import DEFAULT_HOME, Stack, StackError, read_stack_state
 
 app = typer.Typer(
@@ -70,6 +71,7 @@ schema_app = typer.Typer(help="JSON Schemas of the config kinds (for editors and
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(schema_app, name="schema")
 app.add_typer(models_app, name="models")
+app.command()(score)
 
 
 # ---------------------------------------------------------------------------------------- up

@@ -399,7 +399,9 @@ class Stack:
     def _child_env(self, spec: ServiceSpec, port: int) -> dict[str, str]:
         assert self.broker is not None and self.credentials is not None
         fields = {"home": str(self.home), "api_key": self.credentials.api_key, "port": str(port)}
-        env = {**os.environ, **self._extra_env}
+        # Tansu answers a waiting fetch only when it times out: a short wait keeps each hop between
+        # services quick (about 100 ms at most) for a little idle polling (a caller may override it)
+        env = {"PF_BUS_FETCH_MAX_WAIT_MS": "100", **os.environ, **self._extra_env}
         env.update(
             {
                 "PF_BUS_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,

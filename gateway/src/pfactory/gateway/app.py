@@ -19,7 +19,7 @@ from pfactory.gateway.errors import ApiError, api_error_handler
 from pfactory.gateway.feature_catalog import apply_feature_envelope
 from pfactory.gateway.outbox import OutboxRelay
 from pfactory.gateway.registry_feed import RegistryFeed
-from pfactory.gateway.routes import aliases, feature_sets, health, jobs, keys, lineage, models
+from pfactory.gateway.routes import aliases, feature_sets, health, jobs, keys, lineage, models, scoring
 from pfactory.gateway.settings import GatewaySettings
 from pfactory.gateway.sink import EnvelopeSink, StatusFeed
 from pfactory.gateway.status import apply_status_envelope
@@ -55,6 +55,11 @@ TAGS = [
         "name": "lineage",
         "description": "Which versions were trained on what; which feature sets and model versions depend on "
         "a source column.",
+    },
+    {
+        "name": "scoring-runs",
+        "description": "Batch scoring runs for schedulers (the generated Airflow DAGs): start one for a model "
+        "and a day, follow it to its predictions and drift summary.",
     },
     {"name": "keys", "description": "API key administration (admin scope)."},
     {"name": "health", "description": "Liveness and readiness probes (no authentication)."},
@@ -244,6 +249,7 @@ def create_app(
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.include_router(jobs.router)
+    app.include_router(scoring.router)
     app.include_router(models.router)
     app.include_router(aliases.router)
     app.include_router(feature_sets.router)

@@ -228,6 +228,7 @@ def subscribe(
             auto_offset_reset="earliest",
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             max_poll_interval_ms=max_poll_interval_ms,
             listener=concurrent.listener if concurrent is not None else listener,
             decoder=_raw_body,

@@ -38,6 +38,13 @@ class BusSettings(BaseSettings):
         description="Consumer group session timeout; a dead member expires after it.",
     )
     heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="Consumer heartbeat interval.")
+    fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        description="Longest a consumer's fetch waits for records. Kafka answers a waiting fetch as soon "
+        "as a record arrives; the embedded Tansu broker waits this long, so the embedded stack sets it low "
+        "(each hop between services costs up to this much, at the price of more idle polling).",
+    )
     max_attempts: int = Field(
         default=5, ge=1, description="Handler attempts for a transient error before dead-lettering."
     )

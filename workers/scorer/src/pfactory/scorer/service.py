@@ -147,6 +147,8 @@ async def _publish_outcome(request: ScoringRequested, version: int, scored: Scor
         "predictions_uri": scored.predictions_uri,
         "rows": scored.rows,
         "drift": drift,
+        "drift_threshold": float(report["threshold"]) if report is not None else None,
+        "drifted": list(report["drifted"]) if report is not None else [],
         "version": version,
     }
     await emit(

@@ -189,8 +189,30 @@ class WarmForkServer:
         Returns:
             The child's handle: ``pid``, ``sentinel`` (readable when it has exited) and ``poll()``.
         """
+        self._ensure_running()
         process = self._context.Process(target=target, args=args, name=name)
         return _ServerPopen(process, self._server)
+
+    def _ensure_running(self) -> None:
+        """Start the server with one BLAS/OpenMP thread: its pools are what every run inherits.
+
+        Left at their defaults, the pools numpy and scipy create at import spin extra threads in each
+        forked run (tens of milliseconds of CPU per run on a small machine); a run that may use more
+        cores raises its own limit with threadpoolctl.
+        """
+        server = cast(Any, self._server)
+        if server._forkserver_pid is not None:
+            return
+        saved = {name: os.environ.get(name) for name in THREAD_ENV}
+        os.environ.update(dict.fromkeys(THREAD_ENV, "1"))
+        try:
+            self._server.ensure_running()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def warm_up(self) -> None:
         """Start the server and wait until its preloads are imported (a no-op child proves it)."""
