@@ -108,6 +108,8 @@ async def test_a_day_is_scored_and_a_rerun_replaces_it(
             "predictions_uri": completed.predictions_uri,
             "rows": 400,
             "drift": completed.drift,
+            "drift_threshold": 0.2,
+            "drifted": [],
             "version": 1,
         }
         folder = store / f"predictions/model={MODEL_NAME}/version=1/ds={ds}"

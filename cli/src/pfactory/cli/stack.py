@@ -53,6 +53,7 @@ class ServiceSpec:
         port_env: the environment variable that sets that port.
         extra_env: further environment for this service; values are formatted with the stack's
             fields (``{home}``, ``{api_key}``, ``{port}``).
+        args: arguments after ``python -m <module>`` (a module serving more than one role).
     """
 
     name: str
@@ -60,6 +61,7 @@ class ServiceSpec:
     default_port: int
     port_env: str
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
 
 
 GATEWAY = ServiceSpec(
@@ -112,6 +114,15 @@ WORKERS: tuple[ServiceSpec, ...] = (
         8105,
         "PF_SCORER_HEALTH_PORT",
         {"PF_REGISTRY_DATA_DIR": "{home}/registry", "PF_SCORER_STORE_ROOT": "{home}"},
+    ),
+    # online predictions for registered versions; loopback only, so no key checking
+    ServiceSpec(
+        "online",
+        "pfactory.scorer",
+        8106,
+        "PF_ONLINE_PORT",
+        {"PF_REGISTRY_DATA_DIR": "{home}/registry", "PF_ONLINE_HOST": "127.0.0.1", "PF_ONLINE_AUTH": "none"},
+        args=("online",),
     ),
 )
 SERVICES: tuple[ServiceSpec, ...] = (*WORKERS, GATEWAY)
@@ -419,7 +430,7 @@ class Stack:
             log.write(f"---- {spec.name} starting at {stamp} on port {port} ----\n".encode())
             log.flush()
             process = subprocess.Popen(
-                [self._python, "-m", spec.module],
+                [self._python, "-m", spec.module, *spec.args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
