@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -239,3 +240,59 @@ def test_the_version_folder_holds_the_reference_distributions(trained: Trained) 
     assert code == 0, out
     assert json.loads(out)["reference_uri"] == (folder / "reference.json").as_uri()
     assert {"model.skops", "card.md", "card.json"} <= {p.name for p in folder.iterdir()}
+
+
+# ---------------------------------------------------------------- scoring the registered version (issue #6)
+
+
+def test_pfactory_score_writes_the_days_predictions_and_a_drift_report(trained: Trained) -> None:
+    """The scoring issue's "done when": the registered version scores a day through the stack's real scorer."""
+    day = START + timedelta(days=DAYS - 1)
+    code, out = trained.cli(
+        "score", MODEL, "--date", str(day), "--version", "1", "--watch", "--timeout", "180"
+    )
+    assert code == 0, out
+    folder = trained.stack.home / "predictions" / f"model={MODEL}" / "version=1" / f"ds={day}"
+    table = pq.read_table(folder / "part-0.parquet")
+    assert table.num_rows == APPLICANTS_PER_DAY
+    assert {"applicant_id", "score", "label", "version", "ds"} <= set(table.column_names)
+    scores = table.column("score").to_pylist()
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert table.column("label").null_count == 0  # the generator's labels for that day are known
+    assert "400" in out, out  # the rows scored
+    assert "PSI" in out or "drift" in out.lower(), out
+
+
+def test_the_online_api_answers_for_the_registered_version(trained: Trained) -> None:
+    """The online service the stack starts scores rows checked against the version's signature."""
+    online = next(s for s in trained.stack.services if s.name == "online")
+    day = START + timedelta(days=DAYS - 1)
+    partition = (
+        trained.stack.home
+        / "features"
+        / "feature_set=credit-features"
+        / "version=1"
+        / f"ds={day}"
+        / "part-0.parquet"
+    )
+    rows = pq.read_table(partition).slice(0, 3).to_pylist()
+    body = {
+        "version": 1,
+        "rows": [
+            {
+                k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                for k, v in r.items()
+                if k != "applicant_id"
+            }
+            for r in rows
+        ],
+    }
+    response = httpx.post(f"{online.url}/v1/models/{MODEL}/predict", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["version"] == 1 and len(answer["predictions"]) == 3
+    assert all(0.0 <= p["score"] <= 1.0 for p in answer["predictions"])
+
+    body["rows"][0]["incme"] = 1.0
+    refused = httpx.post(f"{online.url}/v1/models/{MODEL}/predict", json=body, timeout=30)
+    assert refused.status_code == 422 and "income" in refused.text, refused.text
