@@ -66,6 +66,8 @@ def _as_floats(values: pd.Series, kind: str) -> Floats:
         return np.asarray(seconds, dtype=np.float64)
     if kind == "boolean":
         return np.asarray(values.astype("Float64").to_numpy(na_value=np.nan), dtype=np.float64)
+    if pd.api.types.is_float_dtype(values.dtype) and not pd.api.types.is_extension_array_dtype(values.dtype):
+        return np.asarray(values, dtype=np.float64)  # already numpy floats with NaN for nulls: no copy
     return np.asarray(pd.to_numeric(values, errors="coerce").astype("Float64").to_numpy(na_value=np.nan))
 
 

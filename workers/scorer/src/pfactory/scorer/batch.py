@@ -121,7 +121,8 @@ def score_day(
         )
     source_path = f"{reader.base}/{partition_path(feature_set.name, feature_set.version, ds)}/{DATA_FILE}"
     with reader.fs.open_input_file(source_path) as handle:
-        source = pq.ParquetFile(handle)
+        # pre_buffer would read the whole file ahead and hold it: memory would grow with the partition
+        source = pq.ParquetFile(handle, pre_buffer=False)
         present = set(source.schema_arrow.names)
         lacking = [c for c in dict.fromkeys([*entity, *features]) if c not in present]
         if lacking:
