@@ -291,13 +291,28 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> JobsPublic:
+    page, next_cursor = await page_of_jobs(
+        request, status=status, kind=kind, name=name, limit=limit, cursor=cursor
+    )
+    return JobsPublic(data=[job_public(job) for job in page], count=len(page), next_cursor=next_cursor)
+
+
+async def page_of_jobs(
+    request: Request,
+    *,
+    status: JobStatus | None,
+    kind: JobKind | None,
+    name: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[JobRecord], str | None]:
+    """One keyset page of jobs, newest first, and the cursor of the next page (None on the last)."""
     before = _decode_cursor(cursor) if cursor else None
     jobs = await store_of(request).list_jobs(
         status=status, kind=kind, name=name, limit=limit + 1, before_seq=before
     )
     page = jobs[:limit]
-    next_cursor = _encode_cursor(page[-1].seq) if len(jobs) > limit else None
-    return JobsPublic(data=[job_public(job) for job in page], count=len(page), next_cursor=next_cursor)
+    return page, (_encode_cursor(page[-1].seq) if len(jobs) > limit else None)
 
 
 @router.get(

@@ -18,7 +18,7 @@ from pfactory.gateway import registry_access as ra
 from pfactory.gateway.auth import Scope, require_scope
 from pfactory.gateway.errors import ApiError
 from pfactory.gateway.routes.common import AUTH_ERRORS, INVALID, relay_of, settings_of, store_of
-from pfactory.gateway.routes.jobs import PRODUCER, _decode_cursor, _encode_cursor
+from pfactory.gateway.routes.jobs import PRODUCER, page_of_jobs
 from pfactory.gateway.schemas import ErrorPublic, ProgressPublic
 from pfactory.gateway.scoring_schemas import (
     RUN_ID_PATTERN,
@@ -262,12 +262,9 @@ async def list_scoring_runs(
     limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> ScoringRunsPublic:
-    before = _decode_cursor(cursor) if cursor else None
-    jobs = await store_of(request).list_jobs(
-        status=status, kind=JobKind.SCORE, name=model, limit=limit + 1, before_seq=before
+    page, next_cursor = await page_of_jobs(
+        request, status=status, kind=JobKind.SCORE, name=model, limit=limit, cursor=cursor
     )
-    page = jobs[:limit]
-    next_cursor = _encode_cursor(page[-1].seq) if len(jobs) > limit else None
     return ScoringRunsPublic(data=[run_public(job) for job in page], count=len(page), next_cursor=next_cursor)
 
 
