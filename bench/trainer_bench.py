@@ -7,8 +7,10 @@ encoder before a LogisticRegression, no sweep, the default evaluation (metrics w
 resamples, calibration, reference distributions; fairness on age band and gender unless
 ``--no-fairness``). A bus follower started before the first submission timestamps every event of each
 job. Per model: submission -> ModelTrained, submission -> ModelRegistered, the fit itself (``timings.fit``
-of the run's ``result.json``) and the overhead = submission -> ModelRegistered - fit, with a breakdown
-by stage. Then a burst of ``--burst`` models submitted at once measures models/hour.
+of the run's ``result.json``) and the overhead as issue #5 defines it: submission -> the training-completed
+event (ModelTrained: artifact staged with its sha256, evaluation and fairness report done) - fit; also the
+overhead to the registered version (ModelRegistered, model card written), with a breakdown by stage. Then a burst of ``--burst`` models submitted at once measures
+models/hour.
 
 In the same run, the same models (same training set, same pipeline, same C values) are fitted in this
 process and logged with MLflow against a SQLite tracking + registry store: ``start_run`` + ``log_params``
@@ -282,6 +284,12 @@ class JobTimes:
 
     @property
     def overhead(self) -> float:
+        """The issue's measure: submission to the training-completed event (ModelTrained), minus the fit."""
+        return self.trained - self.fit
+
+    @property
+    def overhead_registered(self) -> float:
+        """Further, to the version registered with its card (MLflow's timed part also registers)."""
         return self.registered - self.fit
 
 
@@ -585,7 +593,8 @@ def report(
     say(f"  submission -> ModelRegistered     {ms([t.registered for t in sequential])}")
     say(f"  submission -> job succeeded       {ms([t.terminal for t in sequential])}")
     say(f"  fit (result.json timings.fit)     {ms([t.fit for t in sequential])}")
-    say(f"  overhead = registered - fit       {ms([t.overhead for t in sequential])}")
+    say(f"  overhead = trained - fit          {ms([t.overhead for t in sequential])}")
+    say(f"  overhead to registered = reg. - fit {ms([t.overhead_registered for t in sequential])}")
     say("  where the time goes (median per stage; the stages add up to submission -> ModelRegistered):")
     total = 0.0
     for key, label in STAGES:
@@ -608,22 +617,35 @@ def report(
     if mlflow_default:
         say(f"  log + register, default (infer)   {ms(mlflow_default)}   ({len(mlflow_default)} models)")
     ours = statistics.median(t.overhead for t in sequential)
+    ours_registered = statistics.median(t.overhead_registered for t in sequential)
     pinned = statistics.median(mlflow_pinned)
     default = statistics.median(mlflow_default) if mlflow_default else None
     say()
-    say(f"  {'':<34}{'median':>12}{'ours / it':>12}")
-    say(f"  {'ours: overhead per model':<34}{ours * 1000:>10.1f}ms{'1.00':>12}")
-    say(f"  {'MLflow, pinned requirements':<34}{pinned * 1000:>10.1f}ms{ours / pinned:>12.3f}")
+    say(f"  {'':<34}{'median':>12}{'ours / it':>12}{'ours to registered / it':>26}")
+    say(
+        f"  {'ours: overhead per model':<34}{ours * 1000:>10.1f}ms{'1.00':>12}{ours_registered * 1000:>24.1f}ms"
+    )
+    say(
+        f"  {'MLflow, pinned requirements':<34}{pinned * 1000:>10.1f}ms{ours / pinned:>12.3f}"
+        f"{ours_registered / pinned:>26.3f}"
+    )
     if default is not None:
-        say(f"  {'MLflow, default settings':<34}{default * 1000:>10.1f}ms{ours / default:>12.4f}")
+        say(
+            f"  {'MLflow, default settings':<34}{default * 1000:>10.1f}ms{ours / default:>12.4f}"
+            f"{ours_registered / default:>26.4f}"
+        )
     say(
         f"  anchors (issue #5): MLflow default {MLFLOW_DEFAULT_S:.1f} s, pinned {MLFLOW_PINNED_S * 1000:.0f} ms"
     )
     overhead_met = ours < pinned
     rate_met = per_hour >= TARGET_PER_HOUR if burst_times else False
     say(
-        f"  target: overhead < MLflow pinned ({pinned * 1000:.1f} ms): "
-        f"{'met' if overhead_met else 'NOT met'} ({ours / pinned:.2f}x)"
+        f"  target: overhead (submission -> training completed, minus the fit) < MLflow pinned "
+        f"({pinned * 1000:.1f} ms): {'met' if overhead_met else 'NOT met'} ({ours / pinned:.2f}x)"
+    )
+    say(
+        f"  (to the registered version with its card: {ours_registered * 1000:.1f} ms, "
+        f"{ours_registered / pinned:.2f}x MLflow pinned)"
     )
     if burst_times:
         say(

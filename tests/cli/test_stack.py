@@ -72,6 +72,19 @@ def test_every_service_is_up_with_its_log_and_the_key_file(stack: Stack) -> None
     assert state is not None and state["gateway_url"] == stack.gateway_url
 
 
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_each_service_polls_the_bus_at_its_own_pace(stack: Stack) -> None:
+    # the hops a user waits on (job -> trainer, trained model -> registrar) poll often; daily work rarely
+    waits = {name: _environ(pid).get("PF_BUS_FETCH_MAX_WAIT_MS") for name, pid in stack.pids.items()}
+    assert waits["trainer"] == waits["registrar"] == "20"
+    assert waits["scheduler"] == waits["scorer"] == waits["materialiser"] == "250"
+    assert waits["gateway"] == "100"
+
+
 def test_submit_is_accepted_and_its_train_request_reaches_the_topic(stack: Stack) -> None:
     code, out = _cli(stack, "submit", str(EXAMPLES / "credit_model.yaml"))
     assert code == 0, out

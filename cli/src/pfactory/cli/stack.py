@@ -54,6 +54,11 @@ class ServiceSpec:
         extra_env: further environment for this service; values are formatted with the stack's
             fields (``{home}``, ``{api_key}``, ``{port}``).
         args: arguments after ``python -m <module>`` (a module serving more than one role).
+        fetch_max_wait_ms: how long the service's consumers wait on a fetch. Tansu answers a waiting
+            fetch only when this runs out, so it is the most a hop into the service costs, and each
+            consumer polls this often when idle: short for the hops a user waits on (a submitted job
+            reaching the trainer, a trained model reaching the registrar), long for daily work.
+            ``PF_BUS_FETCH_MAX_WAIT_MS`` in the environment or the stack's ``extra_env`` wins.
     """
 
     name: str
@@ -62,6 +67,7 @@ class ServiceSpec:
     port_env: str
     extra_env: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
+    fetch_max_wait_ms: int = 100
 
 
 GATEWAY = ServiceSpec(
@@ -86,6 +92,7 @@ WORKERS: tuple[ServiceSpec, ...] = (
         8102,
         "PF_MATERIALISER_HEALTH_PORT",
         {"PF_MATERIALISER_STORE_ROOT": "{home}"},
+        fetch_max_wait_ms=250,
     ),
     ServiceSpec(
         "trainer",
@@ -97,6 +104,7 @@ WORKERS: tuple[ServiceSpec, ...] = (
             "PF_TRAINER_FEATURE_STORE_ROOT": "{home}",
             "PF_TRAINER_SCRATCH_DIR": "{home}/trainer",
         },
+        fetch_max_wait_ms=20,
     ),
     # the registrar writes the registry the gateway reads: one folder and SQLite file for both
     ServiceSpec(
@@ -105,8 +113,9 @@ WORKERS: tuple[ServiceSpec, ...] = (
         8103,
         "PF_REGISTRAR_HEALTH_PORT",
         {"PF_REGISTRY_DATA_DIR": "{home}/registry"},
+        fetch_max_wait_ms=20,
     ),
-    ServiceSpec("scheduler", "pfactory.scheduler", 8104, "PF_SCHEDULER_HEALTH_PORT"),
+    ServiceSpec("scheduler", "pfactory.scheduler", 8104, "PF_SCHEDULER_HEALTH_PORT", fetch_max_wait_ms=250),
     # the scorer reads the registry and the partitions, and writes predictions/ under the home
     ServiceSpec(
         "scorer",
@@ -114,6 +123,7 @@ WORKERS: tuple[ServiceSpec, ...] = (
         8105,
         "PF_SCORER_HEALTH_PORT",
         {"PF_REGISTRY_DATA_DIR": "{home}/registry", "PF_SCORER_STORE_ROOT": "{home}"},
+        fetch_max_wait_ms=250,
     ),
     # online predictions for registered versions; loopback only, so no key checking
     ServiceSpec(
@@ -410,9 +420,8 @@ class Stack:
     def _child_env(self, spec: ServiceSpec, port: int) -> dict[str, str]:
         assert self.broker is not None and self.credentials is not None
         fields = {"home": str(self.home), "api_key": self.credentials.api_key, "port": str(port)}
-        # Tansu answers a waiting fetch only when it times out: a short wait keeps each hop between
-        # services quick (about 100 ms at most) for a little idle polling (a caller may override it)
-        env = {"PF_BUS_FETCH_MAX_WAIT_MS": "100", **os.environ, **self._extra_env}
+        # Tansu answers a waiting fetch only when it times out: see ServiceSpec.fetch_max_wait_ms
+        env = {"PF_BUS_FETCH_MAX_WAIT_MS": str(spec.fetch_max_wait_ms), **os.environ, **self._extra_env}
         env.update(
             {
                 "PF_BUS_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
