@@ -5,9 +5,10 @@ example credit features, ``tests/workers/scorer/credit_model.py``) and commits i
 reference and signature, into a temp embedded registry. In the same run, three servers of that one
 fitted pipeline, each a single uvicorn process on 127.0.0.1, started and stopped one after the other:
 
-* scorer: ``python -m pfactory.scorer online`` (``PF_ONLINE_*``, the model preloaded, no auth),
-  ``POST /v1/models/<name>/predict`` with ``{"rows": [...]}``: input validation against the
-  signature, predictions of the live version;
+* scorer: ``python -m pfactory.scorer online`` (``PF_ONLINE_*``, the model preloaded, no auth,
+  default micro-batching), ``POST /v1/models/<name>/predict`` with ``{"rows": [...]}``: input
+  validation against the signature, predictions of the live version, concurrent requests scored
+  together in one model call;
 * bare: a FastAPI endpoint in this file holding the same estimator in memory: ``{"rows": [...]}`` ->
   ``DataFrame`` -> ``predict_proba``, no validation (the anchor's design);
 * mlflow: ``mlflow models serve --env-manager local`` of the same pipeline logged with
@@ -290,6 +291,7 @@ def measure(
         f = figures[size]
         say(
             f"  {name:<7} {size:>3} row(s): {f['rps']:>8,.0f} req/s  p50 {f['p50']:6.1f} ms  p99 {f['p99']:6.1f} ms"
+            f"  (load average {os.getloadavg()[0]:.2f})"
         )
     return figures
 

@@ -182,7 +182,9 @@ class BusFollower:
             bootstrap_servers=bootstrap,
             client_id="pfactory-trainer-bench",
             enable_auto_commit=False,
-            fetch_max_wait_ms=20,  # this follower's own latency stays out of the figures (record times)
+            # the figures use record times, so this follower's own latency stays out of them; a short wait
+            # here would load the broker (every fetch touches every followed partition) during the runs
+            fetch_max_wait_ms=250,
         )
         self.events: dict[str, list[Seen]] = defaultdict(list)
         self._changed = asyncio.Condition()
@@ -405,23 +407,27 @@ class PlatformResult:
     idle_cpu: float | None = None  # share of one core the idle stack uses (polling consumers, relays)
 
 
-def stack_cpu_seconds(stack: Stack) -> float:
-    """CPU seconds used so far by every process of the stack (each service's session, and the broker's)."""
+def stack_cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by each service of the stack (its session: the service, its children and
+    the reaped ones) and by the broker."""
     broker = getattr(stack.broker, "_process", None)
-    sessions = {*stack.pids.values(), *([broker.pid] if broker is not None else [])}
-    ticks = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
+    sessions = {pid: name for name, pid in stack.pids.items()}
+    if broker is not None:
+        sessions[broker.pid] = "broker"
+    used: dict[str, float] = defaultdict(float)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
                 data = stat.read()
         except OSError:
             continue
         fields = data[data.rindex(b")") + 2 :].split()
-        if int(fields[3]) in sessions:  # session id; utime, stime, and those of reaped children
-            ticks += sum(int(f) for f in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        name = sessions.get(int(fields[3]))  # session id; utime, stime, and those of reaped children
+        if name is not None:
+            used[name] += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return used
 
 
 async def run_platform(
@@ -439,8 +445,11 @@ async def run_platform(
         if idle_s > 0:  # a measurement window, not a wait for something
             used = stack_cpu_seconds(stack)
             await asyncio.sleep(idle_s)
-            idle = (stack_cpu_seconds(stack) - used) / idle_s
-            say(f"  idle stack: {idle * 100:.1f}% of one core over {idle_s:.0f}s")
+            after = stack_cpu_seconds(stack)
+            shares = {name: (after[name] - used.get(name, 0.0)) / idle_s for name in after}
+            idle = sum(shares.values())
+            parts = ", ".join(f"{name} {share * 100:.0f}%" for name, share in sorted(shares.items()))
+            say(f"  idle stack: {idle * 100:.1f}% of one core over {idle_s:.0f}s ({parts})")
         result = PlatformResult(sequential=[], idle_cpu=idle)
         for index, config in enumerate(configs):
             times = await platform.one(config)

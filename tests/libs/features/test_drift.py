@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from pfactory.features.drift import PSI_EPSILON, DriftAccumulator, build_reference, drift_report, psi
+from pfactory.features.drift import (
+    PSI_EPSILON,
+    DriftAccumulator,
+    _bin_counts,
+    build_reference,
+    drift_report,
+    psi,
+)
 
 
 def _frame(n: int, seed: int, *, income_shift: float = 0.0) -> pd.DataFrame:
@@ -172,3 +181,65 @@ def test_an_accumulator_with_no_rows_refuses_to_report(reference: dict) -> None:
         DriftAccumulator(reference).report(0.2)
     with pytest.raises(ValueError, match="retrain"):
         DriftAccumulator({**reference, "version": 99})
+
+
+def test_bins_are_those_of_a_binary_search_on_the_edges_too() -> None:
+    # values on, just below and just above every edge, the open ends and nulls: the vectorised
+    # counting must bin each exactly as searchsorted(side="right") does (edge i opens bin i + 1)
+    inner = np.array([-1.5, 0.0, 0.25, 3.0, np.nextafter(3.0, np.inf)])
+    around = [[np.nextafter(e, -np.inf), e, np.nextafter(e, np.inf)] for e in inner]
+    values = np.array([*np.ravel(around), -np.inf, np.inf, np.nan, -0.0, 1e300, np.nan])
+    values = np.concatenate([values, np.random.default_rng(21).normal(0, 2, 5000)])
+    present = values[~np.isnan(values)]
+    expected = np.bincount(np.searchsorted(inner, present, side="right"), minlength=inner.size + 1)
+
+    counts, nulls = _bin_counts(values, inner)
+
+    assert counts.tolist() == expected.tolist() and nulls == 2
+    entry = {"kind": "numeric", "edges": [None, *inner.tolist(), None], "null_fraction": 0.01}
+    entry["proportions"] = [0.99 / (inner.size + 1)] * (inner.size + 1)
+    shares = np.append(expected / values.size, 2 / values.size)
+    stored = np.maximum([*entry["proportions"], 0.01], PSI_EPSILON)
+    oracle = float(
+        np.sum((np.maximum(shares, PSI_EPSILON) - stored) * np.log(np.maximum(shares, PSI_EPSILON) / stored))
+    )
+    assert psi(entry, values) == oracle
+
+
+def test_edges_out_of_order_are_refused_with_advice(reference: dict) -> None:
+    entry = {**reference["features"]["income"]}
+    entry["edges"] = [None, 5.0, 2.0, None]
+    with pytest.raises(ValueError, match=r"not strictly increasing.*rebuild it"):
+        psi(entry, pd.Series([1.0, 3.0]))
+    with pytest.raises(ValueError, match="not strictly increasing"):
+        DriftAccumulator({**reference, "features": {"income": entry}}).add(pd.DataFrame({"income": [1.0]}))
+
+
+@pytest.mark.parametrize("as_arrow", [pa.Table.from_pandas, pa.RecordBatch.from_pandas])
+def test_arrow_batches_count_as_their_pandas_rows(reference: dict, as_arrow: Any) -> None:
+    fresh = _frame(6_003, seed=13, income_shift=0.3)  # float with nulls, int, strings, bool, timestamps
+    fresh.loc[fresh.index % 7 == 0, "n_late"] = np.nan  # an int column with nulls reads as float
+    scores = np.random.default_rng(14).beta(2, 7, len(fresh))
+    whole = drift_report(reference, fresh, scores, 0.2)
+
+    accumulator = DriftAccumulator(reference)
+    for start in range(0, len(fresh), 1_000):
+        rows = fresh.iloc[start : start + 1_000]
+        accumulator.add(as_arrow(rows, preserve_index=False))  # rows first, as the scorer does
+        accumulator.add_scores(scores[start : start + 1_000])
+    streamed = accumulator.report(0.2)
+
+    assert streamed["features"] == pytest.approx(whole["features"], rel=1e-12, abs=1e-15)
+    for name in ("income", "n_late", "has_file", "applied_at", "constant"):
+        assert streamed["features"][name] == whole["features"][name], name
+    assert streamed["score"] == whole["score"] and streamed["rows"] == whole["rows"]
+
+
+def test_scores_for_other_rows_than_were_added_are_refused(reference: dict) -> None:
+    accumulator = DriftAccumulator(reference)
+    accumulator.add(_frame(100, seed=15))
+    accumulator.add_scores(np.full(99, 0.5))
+    with pytest.raises(ValueError, match="scores were counted for 99 rows but 100 rows were added"):
+        accumulator.report(0.2)
+    with pytest.raises(ValueError, match="one number per row"):
+        accumulator.add(_frame(10, seed=16), np.full((10, 2), 0.5))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from pyarrow import fs
@@ -16,6 +17,7 @@ from pyarrow import fs
 from pfactory.registry.loading import LoadedModel, VersionLoader
 from pfactory.registry.wiring import RegistrySettings, build_registry
 from pfactory.scorer.batch import PREDICTIONS_FILE, ScoringInputError, Store, score_day
+from pfactory.scorer.labels import DayLabels
 from tests.libs.features.partitions import PartitionWriter
 from tests.workers.scorer.credit_model import MODEL_NAME, CreditModel, day_labels, fit_and_register
 from tests.workers.trainer.credit_data import FEATURE_SET, write_credit_store
@@ -115,3 +117,24 @@ async def test_memory_stays_flat_in_the_size_of_the_day(credit: tuple[Path, Path
     assert streamed < whole / 5, (streamed, whole)
     assert pq.read_table(_day_file(store, BIG_DAY)).num_rows == big.num_rows
     assert np.isfinite(pd.read_parquet(_day_file(store, BIG_DAY))["score"]).all()
+
+
+def test_labels_are_looked_up_by_every_key_column_and_the_last_written_wins() -> None:
+    table = pa.table(
+        {
+            "region": ["eu", "eu", "us", "eu"],
+            "id": pa.array([1, 2, 1, 1], pa.int64()),
+            "label": pa.array([0, 1, 1, 7], pa.int64()),  # ("eu", 1) was written twice: 7 is the newer
+        }
+    )
+    labels = DayLabels(table, ["region", "id"])
+    keys = pa.record_batch(
+        [pa.array(["us", "eu", "eu", "us"]), pa.array([1, 1, 3, 2], pa.int64())], names=["region", "id"]
+    )
+
+    found = labels.of(keys)
+
+    assert found.type == pa.int64()  # no float round trip for the unknown rows
+    assert found.to_pylist() == [1, 7, None, None]
+    single = DayLabels(table.filter(pc.equal(table["region"], "eu")).drop_columns(["region"]), ["id"])
+    assert single.of(keys.select(["id"])).to_pylist() == [7, 7, None, 1]

@@ -1,9 +1,11 @@
 """The online prediction API over a real registry holding a fitted credit model.
 
 Covered: predictions by live version, number and alias that match the registered estimator; every
-kind of input problem reported together in one 422; row limits; 404s naming what exists; API
-keys; a moved alias served after the refresh interval by the real app under uvicorn; /health and
-/ready with a preloaded model; ``python -m pfactory.scorer online`` as a process; a timing loop.
+kind of input problem reported together in one 422; a malformed body, a non-JSON content type and
+a wrong method refused as FastAPI would; the predict route in the OpenAPI schema; row limits; 404s
+naming what exists; API keys; a moved alias served after the refresh interval by the real app
+under uvicorn; /health and /ready with a preloaded model; ``python -m pfactory.scorer online`` as a
+process; a timing loop. Batching under concurrency: ``test_online_batching.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import math
 import os
 import subprocess
@@ -25,6 +28,7 @@ import httpx
 import pandas as pd
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 from sklearn.base import clone
 
@@ -51,6 +55,7 @@ pytestmark = pytest.mark.integration
 
 START = dt.date(2024, 1, 1)
 DAYS = 2
+URL = f"/v1/models/{MODEL_NAME}/predict"
 SECRET = "s3cr3t-part-of-the-key"
 KEY = f"pf_0123456789ab_{SECRET}"
 
@@ -176,6 +181,47 @@ async def test_every_input_problem_is_reported_in_one_answer(
     assert {row for row, _ in problems} == {1, 2, 3, 4}
 
 
+async def test_bodies_that_are_not_predict_requests_are_refused_as_fastapi_would(
+    credit: tuple[Path, Path, CreditModel], registry_dir: Path
+) -> None:
+    rows = _rows(credit[1], 1)
+    async with _client(_settings(registry_dir)) as client:
+        broken = await client.post(URL, content=b'{"rows": [', headers={"content-type": "application/json"})
+        extra = await client.post(URL, json={"rows": rows, "versoin": 1})
+        not_rows = await client.post(URL, json={"rows": [1, 2]})
+        form = await client.post(
+            URL, content=b"rows=1", headers={"content-type": "application/x-www-form-urlencoded"}
+        )
+        json_with_charset = await client.post(
+            URL,
+            content=json.dumps({"rows": rows}),
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
+        wrong_method = await client.get(URL)
+        document = (await client.get("/openapi.json")).json()
+    assert broken.status_code == 422 and broken.json()["detail"][0]["type"] == "json_invalid"
+    assert extra.status_code == 422
+    assert [(e["type"], e["loc"]) for e in extra.json()["detail"]] == [
+        ("extra_forbidden", ["body", "versoin"])
+    ]
+    assert not_rows.status_code == 422
+    assert {tuple(e["loc"]) for e in not_rows.json()["detail"]} == {("body", "rows", 0), ("body", "rows", 1)}
+    assert form.status_code == 415 and "Content-Type: application/json" in form.json()["detail"]
+    assert json_with_charset.status_code == 200, json_with_charset.text
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    operation = document["paths"]["/v1/models/{name}/predict"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/PredictRequest"
+    )
+    assert set(document["components"]["schemas"]["PredictRequest"]["properties"]) == {
+        "rows",
+        "version",
+        "alias",
+        "feature_set",
+    }
+    assert {"/health", "/ready"} <= set(document["paths"])
+
+
 async def test_row_limits_and_unknown_names_are_refused_with_what_exists(
     credit: tuple[Path, Path, CreditModel], registry_dir: Path
 ) -> None:
@@ -226,10 +272,10 @@ def test_key_checking_without_hashes_is_refused_at_start() -> None:
 
 
 @contextlib.asynccontextmanager
-async def _uvicorn(settings: OnlineSettings) -> AsyncIterator[str]:
-    """The real app under uvicorn on loopback, in this event loop."""
+async def _uvicorn(settings: OnlineSettings, app: FastAPI | None = None) -> AsyncIterator[str]:
+    """The real app (``app``, else one built from ``settings``) under uvicorn on loopback, in this event loop."""
     server = uvicorn.Server(
-        uvicorn.Config(build_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
+        uvicorn.Config(app or build_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
     )
     task = asyncio.create_task(server.serve())
     try:
@@ -401,3 +447,10 @@ def test_signature_types_nulls_and_timestamps() -> None:
     with pytest.raises(RowsRejected) as unparsable:
         signature.frame([good[0], {**good[1], "seen_at": "not a date"}])
     assert (unparsable.value.problems[0].row, unparsable.value.problems[0].column) == (1, "seen_at")
+    too_big = [good[0], {**good[1], "count": 2**63}]  # an integer, so it passes the check
+    signature.check(too_big)
+    with pytest.raises(RowsRejected) as overflow:
+        signature.frame(too_big)
+    [problem] = overflow.value.problems
+    assert (problem.row, problem.column, problem.expected) == (1, "count", "an integer (int64)")
+    assert problem.problem.startswith("9223372036854775808 does not fit")

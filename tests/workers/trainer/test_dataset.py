@@ -188,6 +188,62 @@ def test_a_composite_entity_matches_on_every_column(
     assert data.feature_columns == ["x"]
 
 
+def test_a_feature_row_without_an_entity_never_matches_and_integer_ids_still_join(
+    tmp_path: Path, store: tuple[PartitionWriter, FeatureReader]
+) -> None:
+    writer, reader = store
+    writer.good(day(1), pa.table({"id": pa.array([7, None, 8], pa.int64()), "x": [1.0, 99.0, 2.0]}))
+    writer.good(day(2), pa.table({"id": pa.array([7, 8], pa.int64()), "x": [3.0, 4.0]}))
+    labels = write_labels(
+        tmp_path / "labels", [(7, day(1), 1), (8, day(1), 0), (8, day(2), 1), (7, day(2), 0)]
+    )
+    data = build_training_set(model_spec(labels), reader)
+    assert list(data.X_train["x"]) == [1.0, 2.0] and list(data.X_test["x"]) == [4.0, 3.0]
+
+
+def test_feature_columns_keep_their_types_when_some_labels_match_nothing(
+    tmp_path: Path, store: tuple[PartitionWriter, FeatureReader]
+) -> None:
+    writer, reader = store
+    for n in (1, 2):
+        writer.good(day(n), pa.table({"id": ["a", "b"], "x": [1.0, 2.0], "k": pa.array([n, n], pa.int32())}))
+    labels = write_labels(
+        tmp_path / "labels",
+        [("a", day(1), 1), ("b", day(1), 0), ("zz", day(2), 1), ("a", day(2), 0), ("b", day(2), 1)],
+    )
+    data = build_training_set(model_spec(labels), reader)
+    assert data.lineage["row_counts"]["unmatched_labels"] == 1
+    assert (
+        str(data.X_train["k"].dtype) == "int32" == str(data.X_test["k"].dtype)
+    )  # as the partitions hold them
+
+
+def test_an_entity_with_two_rows_on_one_day_takes_the_last_one_written(
+    tmp_path: Path, store: tuple[PartitionWriter, FeatureReader]
+) -> None:
+    writer, reader = store
+    writer.good(day(1), features(["a", "b", "a"], [1.0, 2.0, 3.0]))
+    writer.good(day(2), features(["a", "b"], [4.0, 5.0]))
+    labels = write_labels(tmp_path / "labels", [("a", day(1), 1), ("b", day(1), 0), ("a", day(2), 0)])
+    data = build_training_set(model_spec(labels), reader)
+    assert list(data.X_train["x"]) == [3.0, 2.0] and list(data.X_test["x"]) == [4.0]
+
+
+def test_an_unreadable_partition_file_is_named_with_the_day_to_rematerialise(
+    tmp_path: Path, store: tuple[PartitionWriter, FeatureReader]
+) -> None:
+    writer, reader = store
+    writer.good(day(1), features(["a", "b"], [1.0, 2.0]))
+    writer.good(day(2), features(["a", "b"], [3.0, 4.0]))
+    broken = (
+        tmp_path / "store" / "features" / "feature_set=fs" / "version=1" / "ds=2024-03-02" / "part-0.parquet"
+    )
+    broken.write_bytes(b"not parquet")
+    labels = write_labels(tmp_path / "labels", [("a", day(1), 1), ("b", day(2), 0)])
+    with pytest.raises(TrainingDataError, match=r"ds=2024-03-02/part-0.parquet .*--start-ds 2024-03-02"):
+        build_training_set(model_spec(labels), reader)
+
+
 def test_the_credit_example_labels_join_their_applicants_features(
     gen: ModuleType, tmp_path: Path, store: tuple[PartitionWriter, FeatureReader]
 ) -> None:

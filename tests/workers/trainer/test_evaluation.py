@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,22 +31,29 @@ def _binary_data(n: int, *, ties: bool, seed: int = 0) -> tuple[np.ndarray, np.n
     return y, (np.round(scores, 1) if ties else scores)  # one decimal: heavy ties, scores exactly 0.5
 
 
-def _sklearn_binary(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[Metric, float]:
+def _sklearn_binary(
+    y: np.ndarray, p: np.ndarray, threshold: float = 0.5, metrics: Sequence[Metric] = BINARY
+) -> dict[Metric, float]:
     d = (p >= threshold).astype(int)
-    precision, recall, _ = skm.precision_recall_curve(y, p)
-    return {
-        Metric.ROC_AUC: skm.roc_auc_score(y, p),
-        Metric.PR_AUC: skm.auc(recall, precision),
-        Metric.AVERAGE_PRECISION: skm.average_precision_score(y, p),
-        Metric.LOG_LOSS: skm.log_loss(y, p),
-        Metric.BRIER_SCORE: skm.brier_score_loss(y, p),
-        Metric.ACCURACY: skm.accuracy_score(y, d),
-        Metric.BALANCED_ACCURACY: skm.balanced_accuracy_score(y, d),
-        Metric.PRECISION: skm.precision_score(y, d, zero_division=0),
-        Metric.RECALL: skm.recall_score(y, d),
-        Metric.F1: skm.f1_score(y, d),
-        Metric.KS_STATISTIC: ks_2samp(p[y == 1], p[y == 0]).statistic,
+
+    def pr_auc() -> float:
+        precision, recall, _ = skm.precision_recall_curve(y, p)
+        return float(skm.auc(recall, precision))
+
+    oracle: dict[Metric, Callable[[], float]] = {
+        Metric.ROC_AUC: lambda: skm.roc_auc_score(y, p),
+        Metric.PR_AUC: pr_auc,
+        Metric.AVERAGE_PRECISION: lambda: skm.average_precision_score(y, p),
+        Metric.LOG_LOSS: lambda: skm.log_loss(y, p),
+        Metric.BRIER_SCORE: lambda: skm.brier_score_loss(y, p),
+        Metric.ACCURACY: lambda: skm.accuracy_score(y, d),
+        Metric.BALANCED_ACCURACY: lambda: skm.balanced_accuracy_score(y, d),
+        Metric.PRECISION: lambda: skm.precision_score(y, d, zero_division=0),
+        Metric.RECALL: lambda: skm.recall_score(y, d),
+        Metric.F1: lambda: skm.f1_score(y, d),
+        Metric.KS_STATISTIC: lambda: ks_2samp(p[y == 1], p[y == 0]).statistic,
     }
+    return {metric: float(oracle[metric]()) for metric in metrics}
 
 
 def _draws(n: int, k: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +160,63 @@ def test_evaluate_reports_values_with_intervals_around_them() -> None:
     other = evaluate(Task.BINARY_CLASSIFICATION, y, Prediction(scores=p), BINARY, resamples=200, seed=8)
     assert again == report
     assert other["roc_auc"]["ci_low"] != report["roc_auc"]["ci_low"]
+
+
+FIVE = [Metric.ROC_AUC, Metric.PR_AUC, Metric.LOG_LOSS, Metric.BRIER_SCORE, Metric.KS_STATISTIC]
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct-scores", "tied-scores"])
+def test_intervals_are_sklearns_percentiles_over_the_same_bootstrap_draws(ties: bool) -> None:
+    """The whole bootstrap against scikit-learn, on the draws ``evaluate`` makes.
+
+    Resample r is ``rng.integers(0, n, n)``: positions in the rows sorted by ascending score (the order
+    the binary metrics hold them in). 1,200 rows and 80 resamples span two chunks of the weight matrix.
+    """
+    y, p = _binary_data(1200, ties=ties, seed=3)
+    report = evaluate(Task.BINARY_CLASSIFICATION, y, Prediction(scores=p), FIVE, resamples=80, seed=11)
+    positions = np.random.default_rng(11).integers(0, len(y), size=(80, len(y)))
+    by_score = np.argsort(p, kind="stable")
+    draws = [_sklearn_binary(y[rows], p[rows], metrics=FIVE) for rows in by_score[positions]]
+    for metric in FIVE:
+        low, high = np.percentile([draw[metric] for draw in draws], [2.5, 97.5])
+        entry = report[metric.value]
+        assert entry["ci_low"] == pytest.approx(low, abs=1e-12), metric
+        assert entry["ci_high"] == pytest.approx(high, abs=1e-12), metric
+
+
+def test_fractional_weights_in_any_memory_layout_equal_sklearns_sample_weight() -> None:
+    y, p = _binary_data(400, ties=True, seed=5)
+    weights = np.random.default_rng(6).random((400, 3)).T  # Fortran order: a transposed view
+    got = weighted_metrics(Task.BINARY_CLASSIFICATION, y, Prediction(scores=p), BINARY, weights)
+    for row, w in enumerate(weights):
+        precision, recall, _ = skm.precision_recall_curve(y, p, sample_weight=w)
+        expected = {
+            Metric.ROC_AUC: skm.roc_auc_score(y, p, sample_weight=w),
+            Metric.PR_AUC: skm.auc(recall, precision),
+            Metric.AVERAGE_PRECISION: skm.average_precision_score(y, p, sample_weight=w),
+            Metric.LOG_LOSS: skm.log_loss(y, p, sample_weight=w),
+            Metric.BRIER_SCORE: skm.brier_score_loss(y, p, sample_weight=w),
+        }
+        for metric, value in expected.items():
+            assert got[metric][row] == pytest.approx(value, abs=1e-12), (metric, row)
+
+
+def test_a_zero_ks_statistic_is_positive_zero_in_the_report() -> None:
+    y, p = np.array([0, 1, 0, 1]), np.array([0.2, 0.2, 0.7, 0.7])  # identical score distributions
+    report = evaluate(
+        Task.BINARY_CLASSIFICATION, y, Prediction(scores=p), ["ks_statistic"], resamples=50, seed=0
+    )
+    assert report["ks_statistic"]["value"] == 0.0
+    assert math.copysign(1.0, report["ks_statistic"]["value"]) == 1.0
+    assert '"value": 0.0' in json.dumps(report)
+
+
+def test_the_task_may_be_named_by_its_value() -> None:
+    y, p = _binary_data(200, ties=False)
+    by_name = evaluate("binary_classification", y, Prediction(scores=p), FIVE, resamples=20, seed=2)  # type: ignore[arg-type]
+    assert by_name == evaluate(
+        Task.BINARY_CLASSIFICATION, y, Prediction(scores=p), FIVE, resamples=20, seed=2
+    )
 
 
 def test_interval_width_shrinks_with_more_rows() -> None:

@@ -1,4 +1,4 @@
-"""Fairness reports: known answers by construction, the credit example's injected bias, the card's reader."""
+"""Fairness reports: known answers by construction, fairlearn as the oracle, the credit example's bias, the card."""
 
 from __future__ import annotations
 
@@ -12,11 +12,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from fairlearn.metrics import (
+    MetricFrame,
+    count,
     demographic_parity_difference,
     demographic_parity_ratio,
+    equal_opportunity_difference,
     equalized_odds_difference,
+    false_positive_rate,
+    mean_prediction,
+    selection_rate,
+    true_positive_rate,
 )
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import precision_score
 
 from pfactory.contracts.configs.metrics import FairnessMetric
 from pfactory.registry.cards import build_card, fairness_gate, fairness_measure
@@ -223,3 +231,168 @@ def test_groups_below_the_minimum_size_are_reported_but_left_out_of_the_gaps() -
     alone = fairness_report(y[:100], scores[:100], groups[:100], measures, threshold=0.5, min_group_size=200)
     assert alone["band"]["demographic_parity_difference"] is None
     assert any("no gap can be measured" in n for n in alone["band"]["notes"])
+
+
+def test_an_empty_test_split_is_refused_with_a_reason() -> None:
+    with pytest.raises(ValueError, match="at least one row"):
+        fairness_report(np.array([]), np.array([]), pd.DataFrame({"g": []}), ALL, threshold=0.5)
+
+
+# ------------------------------------------------------------------ fairlearn as the oracle
+# The report's per-group rates are bincount sums; fairlearn's MetricFrame (and its own disparity
+# functions) computes the same numbers group by group. They must agree to 1e-12.
+
+FAIRLEARN_RATES = {
+    "count": count,
+    "selection_rate": selection_rate,
+    "tpr": true_positive_rate,
+    "fpr": false_positive_rate,
+    "precision": lambda y, d: precision_score(y, d, zero_division=np.nan),
+    "positive_rate": lambda y, d: mean_prediction(d, y),  # the share of actual positives
+}
+
+
+def _names(values: pd.Series) -> pd.Series:
+    """Group names as the report defines them: ``str`` of the value, nulls ``"missing"``."""
+    return values.astype(object).where(values.notna(), "missing").map(str).reset_index(drop=True)
+
+
+def _close(ours: float | None, theirs: float) -> bool:
+    return ours is not None and abs(ours - theirs) <= 1e-12
+
+
+def _assert_matches_fairlearn(
+    y: np.ndarray, scores: np.ndarray, groups: pd.DataFrame, threshold: float, min_group_size: int
+) -> None:
+    report = fairness_report(y, scores, groups, ALL, threshold=threshold, min_group_size=min_group_size)
+    decisions = (scores >= threshold).astype(int)
+    for attribute in groups.columns:
+        section, names = report[attribute], _names(groups[attribute])
+        rates = MetricFrame(
+            metrics=FAIRLEARN_RATES, y_true=y, y_pred=decisions, sensitive_features=names
+        ).by_group
+        assert list(section["groups"]) == list(rates.index)  # the same groups, in the same (sorted) order
+        for group, theirs in rates.iterrows():
+            ours = section["groups"][group]
+            assert ours["count"] == theirs["count"]
+            positives = round(theirs["count"] * theirs["positive_rate"])
+            selected = round(theirs["count"] * theirs["selection_rate"])
+            undefined = {
+                "tpr": positives == 0,
+                "fpr": positives == theirs["count"],
+                "precision": selected == 0,
+            }
+            for rate in ("selection_rate", "tpr", "fpr", "precision", "positive_rate"):
+                if undefined.get(rate):  # fairlearn says 0 where the rate has no rows; the report says None
+                    assert ours[rate] is None, (group, rate)
+                else:
+                    assert _close(ours[rate], theirs[rate]), (group, rate, ours[rate], theirs[rate])
+        kept = rates.index[rates["count"] >= min_group_size]
+        measures = [m.value for m in ALL]
+        if len(kept) < 2:
+            assert all(section[m] is None for m in measures)
+            assert any("no gap can be measured" in note for note in section["notes"])
+            continue
+        rows = names.isin(kept).to_numpy()
+        yk, dk, nk = y[rows], decisions[rows], names[rows]
+        compared = rates.loc[kept]
+        assert _close(
+            section["demographic_parity_difference"],
+            demographic_parity_difference(yk, dk, sensitive_features=nk),
+        )
+        if compared["selection_rate"].max() > 0:
+            assert _close(
+                section["disparate_impact_ratio"], demographic_parity_ratio(yk, dk, sensitive_features=nk)
+            )
+        else:
+            assert section["disparate_impact_ratio"] is None
+        has_positives = (compared["positive_rate"] > 0).all()
+        has_negatives = (compared["positive_rate"] < 1).all()
+        if has_positives:
+            assert _close(
+                section["equal_opportunity_difference"],
+                equal_opportunity_difference(yk, dk, sensitive_features=nk),
+            )
+        else:
+            assert section["equal_opportunity_difference"] is None
+            assert any("has no actual positives" in note for note in section["notes"])
+        if has_positives and has_negatives:
+            assert _close(
+                section["equalized_odds_difference"], equalized_odds_difference(yk, dk, sensitive_features=nk)
+            )
+        else:
+            assert section["equalized_odds_difference"] is None
+        if (compared["selection_rate"] > 0).all():
+            precision = MetricFrame(
+                metrics=FAIRLEARN_RATES["precision"], y_true=yk, y_pred=dk, sensitive_features=nk
+            )
+            assert _close(section["predictive_parity_difference"], precision.difference())
+        else:
+            assert section["predictive_parity_difference"] is None
+        lowest, highest = section["largest_gap_groups"]
+        assert compared.loc[lowest, "selection_rate"] == compared["selection_rate"].min()
+        assert compared.loc[highest, "selection_rate"] == compared["selection_rate"].max()
+
+
+def _random_attribute(rng: np.random.Generator, n: int, kind: str) -> pd.Series:
+    sizes = rng.dirichlet(np.full(int(rng.integers(1, 6)), 0.7))  # skewed: some groups are rare
+    codes = rng.choice(sizes.size, size=n, p=sizes)
+    nulls = rng.random(n) < rng.choice([0.0, 0.05, 0.3])
+    if kind == "text":
+        values = np.array(["18-24", "25-39", "40-59", "60+", "Zz"], dtype=object)[codes]
+        values[nulls] = rng.choice([None, np.nan])
+        return pd.Series(values, dtype=object)
+    if kind == "category":
+        return pd.Series(pd.Categorical(np.where(nulls, None, np.array(list("abcde"))[codes])))
+    if kind == "integer":  # names sort as text: "10" before "2"
+        return pd.Series(np.array([1, 2, 10, 11, 100])[codes])
+    return pd.Series(np.where(nulls, np.nan, codes * 1.5))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_rates_and_measures_equal_fairlearn_on_random_cases(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([5, 40, 400]))
+    base_rate = rng.choice([0.0, 0.03, 0.3, 0.97, 1.0])  # 0 and 1: some groups without positives/negatives
+    y = (rng.random(n) < base_rate).astype(int)
+    scores = np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1)
+    groups = pd.DataFrame(
+        {kind: _random_attribute(rng, n, kind) for kind in ("text", "category", "integer", "float")}
+    )
+    threshold = float(rng.choice([0.0, 0.3, 0.5, 0.9]))
+    min_group_size = int(rng.choice([1, 5, 30]))
+    _assert_matches_fairlearn(y, scores, groups, threshold, min_group_size)
+
+
+EDGE_CASES = {
+    "a group without positives": ([1, 0, 1, 0, 0, 0], [0.9, 0.1, 0.2, 0.8, 0.7, 0.1], list("aaaabb")),
+    "a group without negatives": ([1, 0, 1, 0, 1, 1], [0.9, 0.1, 0.2, 0.8, 0.7, 0.1], list("aaaabb")),
+    "a group nobody in is selected": ([1, 0, 1, 0, 1, 0], [0.9, 0.1, 0.2, 0.8, 0.1, 0.1], list("aaaabb")),
+    "nobody selected": ([1, 0, 1, 0, 1, 0], [0.1] * 6, list("aaabbb")),
+    "everybody selected": ([1, 0, 1, 0, 1, 0], [0.9] * 6, list("aaabbb")),
+    "a single group": ([1, 0, 1, 0], [0.9, 0.1, 0.2, 0.8], list("aaaa")),
+    "null values": ([1, 0, 1, 0, 1, 0], [0.9, 0.1, 0.6, 0.8, 0.7, 0.1], ["f", None, "m", np.nan, "m", "f"]),
+    "every value null": ([1, 0, 1], [0.9, 0.1, 0.6], [None, None, np.nan]),
+    "one row": ([1], [0.9], ["a"]),
+    "values whose text coincides": (
+        [1, 0, 1, 0, 1, 0],
+        [0.9, 0.1, 0.6, 0.8, 0.7, 0.1],
+        [1, "1", 1.0, "x", None, "missing"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", EDGE_CASES)
+@pytest.mark.parametrize("min_group_size", [1, 3])
+def test_edge_cases_equal_fairlearn(case: str, min_group_size: int) -> None:
+    y, scores, values = EDGE_CASES[case]
+    groups = pd.DataFrame({"attribute": pd.Series(values, dtype=object)})
+    _assert_matches_fairlearn(np.array(y), np.array(scores), groups, 0.5, min_group_size)
+
+
+def test_values_whose_text_coincides_share_a_group_and_nulls_join_missing() -> None:
+    y, scores, values = EDGE_CASES["values whose text coincides"]
+    groups = pd.DataFrame({"attribute": pd.Series(values, dtype=object)})
+    section = fairness_report(np.array(y), np.array(scores), groups, ALL, threshold=0.5)["attribute"]
+    counts = {group: rates["count"] for group, rates in section["groups"].items()}
+    assert counts == {"1": 2, "1.0": 1, "missing": 2, "x": 1}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,35 @@ def test_the_entrypoint_reads_the_spec_and_writes_result_json_last(
     result = runfiles.read_result(spec.output_uri)
     assert result.ok and result.sha256 and (tmp_path / "trial-000" / MODEL_FILE).exists()
     assert job.main(["run-job"]) == 2
+
+
+def test_the_warm_up_runs_a_whole_job_and_leaves_no_files_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch, cwd = tmp_path / "tmp", tmp_path / "cwd"
+    scratch.mkdir()
+    cwd.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where its temporary folder goes
+    monkeypatch.chdir(cwd)
+
+    assert job.warm_up()  # config, partitions and labels, join, fit, evaluation, model and result files
+    assert not list(scratch.iterdir()) and not list(cwd.iterdir())
+
+
+def test_the_import_allowlist_follows_the_environment_of_each_run(
+    credit: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, store = credit
+    config = _config(raw)
+    config["spec"]["pipeline"]["estimator"] = {"import": "mylab.models.Scorecard"}
+    spec = _spec(tmp_path, store, config)
+
+    with pytest.raises(job.RunFailed, match=r"mylab\.models\.Scorecard"):
+        job._read_config(spec)  # not allowed by default
+    monkeypatch.setenv("PF_IMPORTS_EXTRA_PREFIXES", '["mylab."]')
+    model_spec, allowlist = job._read_config(spec)
+    assert allowlist.allows("mylab.models.Scorecard")
+    assert model_spec.pipeline.estimator.import_path == "mylab.models.Scorecard"
+    monkeypatch.delenv("PF_IMPORTS_EXTRA_PREFIXES")
+    with pytest.raises(job.RunFailed, match=r"mylab\.models\.Scorecard"):
+        job._read_config(spec)  # a cached allowlist never outlives the settings it was built for

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
+import pyarrow as pa
 from numpy.typing import ArrayLike, NDArray
 
 REFERENCE_VERSION = 1
@@ -81,11 +82,35 @@ def _inner_edges(present: Floats, bins: int) -> Floats:
     return inner
 
 
+def _bin_counts(numbers: Floats, inner: Floats) -> tuple[NDArray[np.int64], int]:
+    """Rows per bin (bin ``i`` holds ``inner[i - 1] <= x < inner[i]``) and the NaN count.
+
+    One vectorised ``>=`` per edge: the same bins as ``searchsorted(inner, x, side="right")`` on
+    increasing edges, several times faster on a few dozen edges (no per-value binary search).
+    """
+    nulls = int(np.count_nonzero(np.isnan(numbers)))
+    at_or_above = np.empty(inner.size + 2, dtype=np.int64)  # rows >= each edge, -inf first and +inf last
+    at_or_above[0], at_or_above[-1] = numbers.size - nulls, 0
+    for i, edge in enumerate(inner, start=1):
+        at_or_above[i] = np.count_nonzero(numbers >= edge)  # NaN compares False: never counted
+    return at_or_above[:-1] - at_or_above[1:], nulls
+
+
+def _inner_of(entry: dict[str, Any]) -> Floats:
+    """The inner bin edges of a numeric reference entry, checked to increase (the bins need it)."""
+    inner = np.array(entry["edges"][1:-1], dtype=np.float64)
+    if not np.all(np.diff(inner) > 0):  # also catches a null (NaN) edge
+        raise ValueError(
+            f"reference edges {entry['edges']} are not strictly increasing numbers between the open "
+            "ends: the reference was edited or corrupted; rebuild it with build_reference (retrain)"
+        )
+    return inner
+
+
 def _numeric_shares(numbers: Floats, inner: Floats) -> tuple[Floats, float]:
     """Shares of all rows per bin (bins split at ``inner``) and the null share."""
-    null = np.isnan(numbers)
-    counts = np.bincount(np.searchsorted(inner, numbers[~null], side="right"), minlength=inner.size + 1)
-    return counts / numbers.size, float(null.mean())
+    counts, nulls = _bin_counts(numbers, inner)
+    return counts / numbers.size, nulls / numbers.size
 
 
 def _entry(values: pd.Series, bins: int, max_categories: int) -> dict[str, Any]:
@@ -180,8 +205,7 @@ def psi(reference_entry: dict[str, Any], values: ArrayLike | pd.Series) -> float
         observed = [*(float(seen.get(c, 0.0)) for c in categories), unseen, null_share]
         stored = [*categories.values(), reference_entry["other"], reference_entry["null_fraction"]]
         return _stability(np.array(stored), np.array(observed))
-    inner = np.array(reference_entry["edges"][1:-1], dtype=np.float64)
-    shares, null_share = _numeric_shares(_as_floats(series, kind), inner)
+    shares, null_share = _numeric_shares(_as_floats(series, kind), _inner_of(reference_entry))
     expected = np.array([*reference_entry["proportions"], reference_entry["null_fraction"]])
     return _stability(expected, np.append(shares, null_share))
 
@@ -248,24 +272,35 @@ class _Counts:
             self.inner = np.zeros(0)
             self.counts = np.zeros(len(self.categories) + 1, dtype=np.int64)  # + unseen ("other")
         else:
-            self.inner = np.array(entry["edges"][1:-1], dtype=np.float64)
+            self.inner = _inner_of(entry)
             self.counts = np.zeros(self.inner.size + 1, dtype=np.int64)
 
-    def add(self, series: pd.Series) -> None:
-        self.rows += len(series)
+    def add(self, values: pd.Series | pa.Array | pa.ChunkedArray) -> None:
+        """Count one batch of the column: a pandas Series, or an Arrow array (float ones are read in place)."""
+        if isinstance(values, pa.Array | pa.ChunkedArray):
+            if self.entry["kind"] == "numeric" and pa.types.is_floating(values.type):
+                # a float column as numpy floats, NaN for nulls, as to_pandas gives it (no copy without nulls)
+                self.add_floats(np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64))
+                return
+            values = (
+                values.to_pandas()
+            )  # other types: pandas' view of them, the one the reference was built on
         if self.entry["kind"] == "categorical":
-            self.nulls += int(series.isna().sum())
-            seen = series.dropna().map(str).value_counts()
+            self.rows += len(values)
+            self.nulls += int(values.isna().sum())
+            seen = values.dropna().map(str).value_counts()
             known = seen.index.isin(self.categories)
             self.counts[:-1] += np.array([int(seen.get(c, 0)) for c in self.categories], dtype=np.int64)
             self.counts[-1] += int(seen[~known].sum())
             return
-        numbers = _as_floats(series, self.entry["kind"])
-        null = np.isnan(numbers)
-        self.nulls += int(null.sum())
-        self.counts += np.bincount(
-            np.searchsorted(self.inner, numbers[~null], side="right"), minlength=self.counts.size
-        )
+        self.add_floats(_as_floats(values, self.entry["kind"]))
+
+    def add_floats(self, numbers: Floats) -> None:
+        """Count numbers already in the entry's numeric view (NaN for nulls)."""
+        counts, nulls = _bin_counts(numbers, self.inner)
+        self.rows += numbers.size
+        self.nulls += nulls
+        self.counts += counts
 
     def psi(self) -> float:
         if self.rows == 0:
@@ -297,26 +332,55 @@ class DriftAccumulator:
         self._score = _Counts(score_entry) if score_entry is not None else None
         self._scored = False
 
-    def add(self, frame: pd.DataFrame, scores: ArrayLike | None = None) -> None:
+    def add(self, frame: pd.DataFrame | pa.RecordBatch | pa.Table, scores: ArrayLike | None = None) -> None:
         """Count one batch of rows and, if given, their scores (one per row).
+
+        Args:
+            frame: the rows, as pandas or Arrow; Arrow float columns are counted without a copy, other
+                Arrow columns through pandas, so the buckets are the same either way.
+            scores: the model's score per row, or None.
 
         The first batch fixes which reference features are present; later batches must have them.
         """
         entries: dict[str, dict[str, Any]] = self.reference["features"]
+        names = frame.column_names if isinstance(frame, pa.RecordBatch | pa.Table) else frame.columns
         if self._features is None:
-            self._features = {n: _Counts(e) for n, e in entries.items() if n in frame.columns}
-            self._missing = [name for name in entries if name not in frame.columns]
+            self._features = {n: _Counts(e) for n, e in entries.items() if n in names}
+            self._missing = [name for name in entries if name not in names]
+        rows = frame.num_rows if isinstance(frame, pa.RecordBatch | pa.Table) else len(frame)
+        values = None if scores is None else self._scores_of(scores)
+        if values is not None and values.size != rows:
+            raise ValueError(f"scores must be one number per row ({rows}), got {values.size}")
         for name, counts in self._features.items():
             counts.add(frame[name])
-        if scores is not None and self._score is not None:
-            values = np.asarray(scores, dtype=np.float64)
-            if values.shape != (len(frame),):
-                raise ValueError(
-                    f"scores must be one number per row ({len(frame)}), got shape {values.shape}"
-                )
+        self.rows += rows
+        if values is not None:
+            self._count_scores(values)
+
+    def add_scores(self, scores: ArrayLike) -> None:
+        """Count scores apart from their rows, e.g. rows counted while the model scored them.
+
+        Over the whole run there must be one score per row added (:meth:`report` checks).
+        """
+        self._count_scores(self._scores_of(scores))
+
+    def _scores_of(self, scores: ArrayLike) -> Floats:
+        values = np.asarray(scores, dtype=np.float64)
+        if values.ndim != 1:
+            raise ValueError(
+                f"scores must be one number per row, got shape {values.shape}: pass the positive-class "
+                "probability (binary) or the prediction (regression)"
+            )
+        return values
+
+    def _count_scores(self, values: Floats) -> None:
+        if self._score is None:  # the reference has no score distribution to compare with
+            return
+        if self._score.entry["kind"] == "numeric":
+            self._score.add_floats(values)
+        else:
             self._score.add(pd.Series(values))
-            self._scored = True
-        self.rows += len(frame)
+        self._scored = True
 
     def report(self, threshold: float) -> dict[str, Any]:
         """The same document as :func:`drift_report` gives on every row added so far.
@@ -326,6 +390,11 @@ class DriftAccumulator:
         """
         if self._features is None or self.rows == 0:
             raise ValueError("PSI needs at least one value; the new data has no rows")
+        if self._score is not None and self._scored and self._score.rows != self.rows:
+            raise ValueError(
+                f"scores were counted for {self._score.rows} rows but {self.rows} rows were added: "
+                "pass exactly one score per row"
+            )
         features = {name: counts.psi() for name, counts in self._features.items()}
         score = self._score.psi() if self._score is not None and self._scored else None
         return _report(threshold, self.rows, features, score, list(self._missing))

@@ -2,7 +2,8 @@
 
 Memory stays flat in the partition's size: rows flow in record batches of ``batch_rows`` from the
 Parquet reader through ``predict_proba`` into a streaming Parquet writer, and drift is counted in
-reference buckets (:class:`pfactory.features.drift.DriftAccumulator`). The day's file is written
+reference buckets (:class:`pfactory.features.drift.DriftAccumulator`) on a helper thread while the
+model predicts, and a batch is written on another while the next is read. The day's file is written
 aside and moved into place, so readers see the old day or the new one, and a rerun replaces the day.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -25,7 +27,7 @@ from pfactory.features.filesystems import resolve, root_uri
 from pfactory.features.layout import DATA_FILE, partition_path
 from pfactory.features.reader import FeatureReader
 from pfactory.registry.loading import LoadedModel
-from pfactory.scorer.labels import attach_labels, day_labels, entity_columns
+from pfactory.scorer.labels import DayLabels, day_labels, entity_columns
 
 PREDICTIONS_FILE = "part-0.parquet"
 
@@ -143,7 +145,7 @@ def _stream(
     store: Store,
     source: pq.ParquetFile,
     entity: list[str],
-    labels: Any,
+    labels: DayLabels | None,
     label_type: pa.DataType,
     batch_rows: int,
     on_batch: Callable[[int], None] | None,
@@ -160,6 +162,13 @@ def _stream(
             pa.field("ds", pa.date32()),
         ]
     )
+    # the columns every row shares, built once for a full batch and sliced (no copy) to each batch
+    longest = min(batch_rows, source.metadata.num_rows)
+    constant = [
+        pa.nulls(longest, label_type),
+        pa.array(np.full(longest, record.version, dtype=np.int64)),
+        pa.repeat(pa.scalar(ds, pa.date32()), longest),
+    ]
     out_fs, base = resolve(store.root, endpoint_url=store.endpoint_url, region=store.region)
     relative = predictions_path(record.model_name, record.version, ds)
     folder = f"{base}/{relative}"
@@ -168,28 +177,49 @@ def _stream(
     # a leading dot keeps the half-written file out of dataset readers of the folder
     aside = f"{folder}/.{PREDICTIONS_FILE}.{uuid.uuid4().hex}.tmp"
     rows = 0
+
+    def write(keys: pa.RecordBatch, scores: NDArray[np.float64]) -> int:
+        """Write one batch's predictions (on the writing thread, so in batch order)."""
+        n = int(keys.num_rows)
+        label, version, day = (column.slice(0, n) for column in constant)
+        if labels is not None:
+            label = labels.of(keys)
+        writer.write_batch(
+            pa.record_batch([*keys.columns, pa.array(scores), label, version, day], schema=schema)
+        )
+        return n
+
     try:
-        with out_fs.open_output_stream(aside) as sink, pq.ParquetWriter(sink, schema) as writer:
+        # dictionary pages only for the repeated columns: keys and scores are (nearly) all distinct, and
+        # trying a dictionary on them, again in every row group, was most of the write's time
+        repeated = ["label", "version", "ds"]
+        # Two helper threads (Arrow, numpy and the estimators release the GIL): one counts a batch's
+        # drift while this thread predicts it, the other writes a batch's predictions while this one
+        # reads the next. Only the batch being scored is held in full (the write keeps its keys and
+        # scores), so memory stays that of one batch whatever the day's size.
+        with (
+            out_fs.open_output_stream(aside) as sink,
+            pq.ParquetWriter(sink, schema, use_dictionary=repeated) as writer,
+            ThreadPoolExecutor(1, thread_name_prefix="pfactory-scorer-drift") as counting,
+            ThreadPoolExecutor(1, thread_name_prefix="pfactory-scorer-write") as writing,
+        ):
+            written: Future[int] | None = None
             columns = list(dict.fromkeys([*entity, *features]))
             for batch in source.iter_batches(batch_size=batch_rows, columns=columns):
-                frame = batch.select(features).to_pandas()
-                scores = scores_of(loaded.estimator, frame, task)
-                if accumulator is not None:
-                    accumulator.add(frame, scores)
-                keys = batch.select(entity)
-                known = attach_labels(keys.to_pandas(), labels)
-                label = (
-                    pa.nulls(batch.num_rows, label_type)
-                    if known is None
-                    else pa.Array.from_pandas(known, type=label_type)
-                )
-                n = batch.num_rows
-                version = pa.array(np.full(n, record.version, dtype=np.int64))
-                day = pa.repeat(pa.scalar(ds, pa.date32()), n)
-                writer.write_batch(
-                    pa.record_batch([*keys.columns, pa.array(scores), label, version, day], schema=schema)
-                )
-                rows += n
+                inputs = batch.select(features)
+                counted = counting.submit(accumulator.add, inputs) if accumulator is not None else None
+                scores = scores_of(loaded.estimator, inputs.to_pandas(), task)
+                if counted is not None and accumulator is not None:
+                    counted.result()
+                    accumulator.add_scores(scores)
+                if written is not None:
+                    rows += written.result()
+                    if on_batch is not None:
+                        on_batch(rows)
+                written = writing.submit(write, batch.select(entity), scores)
+                del batch, inputs  # let the next read reuse this batch's memory
+            if written is not None:
+                rows += written.result()
                 if on_batch is not None:
                     on_batch(rows)
         out_fs.move(aside, f"{folder}/{PREDICTIONS_FILE}")

@@ -31,6 +31,36 @@ def entity_columns(config: dict[str, Any]) -> list[str]:
     )
 
 
+class DayLabels:
+    """One day's labels, one per entity (the last written wins), looked up by key batch after batch.
+
+    The key index is built once, so each batch costs a hash lookup of its own keys only (a join per
+    batch would hash the whole label table again every time).
+    """
+
+    def __init__(self, table: pa.Table, entity: list[str]) -> None:
+        """Index ``table`` (the entity columns, typed as the partition's, and ``label``) on its keys."""
+        index = _key_index(table.select(entity))
+        last = ~index.duplicated(keep="last")
+        self._index = index[last]
+        self._labels = table.column("label").filter(pa.array(last)).combine_chunks()
+
+    def of(self, keys: pa.RecordBatch | pa.Table) -> pa.Array:
+        """The label of each key row, in order (null where the day has none).
+
+        Args:
+            keys: the entity columns of a batch, in the order the labels were indexed on.
+        """
+        positions = self._index.get_indexer(_key_index(keys))
+        return self._labels.take(pa.array(positions, mask=positions < 0))
+
+
+def _key_index(keys: pa.RecordBatch | pa.Table) -> pd.Index:
+    if keys.num_columns == 1:
+        return pd.Index(keys.column(0).to_pandas())
+    return pd.MultiIndex.from_frame(keys.to_pandas())
+
+
 def day_labels(
     config: dict[str, Any],
     ds: date,
@@ -38,8 +68,8 @@ def day_labels(
     *,
     endpoint_url: str | None = None,
     region: str | None = None,
-) -> tuple[pd.DataFrame | None, pa.DataType]:
-    """The labels dated ``ds`` (entity columns and ``label``), one per entity, and the label type.
+) -> tuple[DayLabels | None, pa.DataType]:
+    """The labels dated ``ds``, one per entity, and the label type.
 
     Labels are optional on a scoring day (they usually arrive months later): a missing table or
     day gives ``(None, pa.null())`` and the predictions' ``label`` column stays null.
@@ -76,9 +106,8 @@ def day_labels(
             error,
         )
         return None, pa.null()
-    frame = pa.table([*keys, table.column(label_column)], names=[*entity, "label"]).to_pandas()
-    # one label per entity and day: the last written wins, so a join never multiplies rows
-    return frame.drop_duplicates(entity, keep="last"), label_type
+    labels = DayLabels(pa.table([*keys, table.column(label_column)], names=[*entity, "label"]), entity)
+    return labels, label_type
 
 
 def _on_day(dataset: pa_ds.Dataset, column: str, ds: date) -> pc.Expression:
@@ -89,11 +118,3 @@ def _on_day(dataset: pa_ds.Dataset, column: str, ds: date) -> pc.Expression:
     if pa.types.is_timestamp(kind):
         return field.cast(pa.date32()) == pa.scalar(ds, pa.date32())
     return field == pa.scalar(ds, pa.date32())
-
-
-def attach_labels(keys: pd.DataFrame, labels: pd.DataFrame | None) -> pd.Series | None:
-    """The label of each key row in order (NaN/None where unknown), or None with no labels at all."""
-    if labels is None:
-        return None
-    joined = keys.merge(labels, on=list(keys.columns), how="left", sort=False)
-    return joined["label"]

@@ -7,9 +7,10 @@ re-resolves aliases and live versions and loads a moved one before it takes over
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,6 +20,7 @@ from pfactory.contracts.events import FeatureSetRef
 from pfactory.registry.errors import VersionNotFoundError
 from pfactory.registry.loading import LoadedModel, VersionLoader
 from pfactory.scorer.batch import scores_of
+from pfactory.scorer.batching import BatchStats, PredictionBatcher, Scores
 from pfactory.scorer.signature import Signature
 
 log = logging.getLogger("pfactory.scorer.online")
@@ -35,12 +37,26 @@ class ServeKey(NamedTuple):
 
 @dataclass(frozen=True)
 class Served:
-    """A loaded version with its compiled signature."""
+    """A loaded version with its compiled signature and the batcher its small requests share."""
 
     loaded: LoadedModel
     signature: Signature
     task: str
     version_key: tuple[str, int]
+    max_batch_rows: int = 1024
+    batcher: PredictionBatcher = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "batcher", PredictionBatcher(self.score, self.max_batch_rows))
+
+    def score(self, rows: list[dict[str, Any]]) -> Scores:
+        """Scores and labels of checked rows, one per row.
+
+        Raises:
+            RowsRejected: a timestamp that does not parse.
+            ValueError: the model refuses the rows.
+        """
+        return predict_rows(self, self.signature.frame(rows))
 
 
 class ServedModels:
@@ -50,11 +66,15 @@ class ServedModels:
     pointed at them), so requests naming many old versions cannot grow memory without bound.
     """
 
-    def __init__(self, loader: VersionLoader, cache_size: int) -> None:
-        """Serve from ``loader`` (resolution and the cached, checked loads), holding ``cache_size`` versions."""
-        self.loader, self.cache_size = loader, cache_size
+    def __init__(self, loader: VersionLoader, cache_size: int, max_batch_rows: int = 1024) -> None:
+        """Serve from ``loader`` (resolution and the cached, checked loads), holding ``cache_size`` versions.
+
+        ``max_batch_rows`` caps the rows of concurrent requests one model call scores together.
+        """
+        self.loader, self.cache_size, self.max_batch_rows = loader, cache_size, max_batch_rows
         self._by_key: dict[ServeKey, Served] = {}
         self._by_version: OrderedDict[tuple[str, int], Served] = OrderedDict()
+        self._resolving: dict[ServeKey, asyncio.Task[Served]] = {}
 
     async def get(self, key: ServeKey) -> Served:
         """The version for ``key``: from memory, else resolved and loaded now.
@@ -64,12 +84,21 @@ class ServedModels:
             ValueError: both a version and an alias.
         """
         served = self._by_key.get(key)
-        if served is None:
-            served = await self._resolve(key)
-            self._by_key[key] = served
-        else:
+        if served is not None:
             self._by_version.move_to_end(served.version_key)
-        return served
+            return served
+        # the first requests for a key arrive together: one resolution and load serves them all (and
+        # one Served, so they share its batcher); a caller that goes away does not cancel it for the rest
+        resolving = self._resolving.get(key)
+        if resolving is None:
+            resolving = self._resolving[key] = asyncio.create_task(self._resolve(key))
+            resolving.add_done_callback(lambda done: self._resolved(key, done))
+        return await asyncio.shield(resolving)
+
+    def _resolved(self, key: ServeKey, done: asyncio.Task[Served]) -> None:
+        del self._resolving[key]
+        if not done.cancelled() and done.exception() is None:  # an error reaches every waiting caller
+            self._by_key[key] = done.result()
 
     async def _resolve(self, key: ServeKey) -> Served:
         record = await self.loader.resolve(
@@ -79,15 +108,33 @@ class ServedModels:
         served = self._by_version.get(version_key)
         if served is None:
             loaded = await self.loader.load(record)
-            task = str((record.config.get("spec") or {}).get("task", "binary_classification"))
-            served = Served(loaded, Signature(loaded.signature), task, version_key)
-            self._by_version[version_key] = served
-            while len(self._by_version) > self.cache_size:
-                _, evicted = self._by_version.popitem(last=False)
-                for stale in [k for k, s in self._by_key.items() if s is evicted]:
-                    del self._by_key[stale]
+            # another key's resolution (an alias of the live version, say) may have loaded it meanwhile
+            served = self._by_version.get(version_key) or self._hold(loaded, version_key)
         self._by_version.move_to_end(version_key)
         return served
+
+    def _hold(self, loaded: LoadedModel, version_key: tuple[str, int]) -> Served:
+        record = loaded.record
+        task = str((record.config.get("spec") or {}).get("task", "binary_classification"))
+        served = Served(loaded, Signature(loaded.signature), task, version_key, self.max_batch_rows)
+        self._by_version[version_key] = served
+        while len(self._by_version) > self.cache_size:
+            _, evicted = self._by_version.popitem(last=False)
+            for stale in [k for k, s in self._by_key.items() if s is evicted]:
+                del self._by_key[stale]
+        return served
+
+    def batch_stats(self) -> BatchStats:
+        """What the batchers of the versions held have done, added up."""
+        total = BatchStats()
+        for served in self._by_version.values():
+            stats = served.batcher.stats
+            total.predictions += stats.predictions
+            total.requests += stats.requests
+            total.rows += stats.rows
+            total.retried_alone += stats.retried_alone
+            total.largest_batch_requests = max(total.largest_batch_requests, stats.largest_batch_requests)
+        return total
 
     async def refresh(self) -> None:
         """Resolve every alias and live key again; a moved one is loaded, then swapped in."""

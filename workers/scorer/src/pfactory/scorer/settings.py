@@ -77,6 +77,13 @@ class OnlineSettings(BaseSettings):
     )
     model_cache_size: int = Field(default=8, ge=1, description="Loaded model versions kept in memory.")
     max_rows: int = Field(default=10_000, ge=1, description="The most rows one request may send.")
+    max_batch_rows: int = Field(
+        default=1024,
+        ge=1,
+        description="The most rows of concurrent small requests (up to 100 rows each) one model call "
+        "scores together; requests that arrive while the model is busy form the next batch, so an "
+        "idle service adds no delay. 1 scores every request on its own.",
+    )
     preload: list[str] = Field(
         default_factory=list,
         description="Models whose live version is loaded at start-up; /ready waits for them (JSON list).",

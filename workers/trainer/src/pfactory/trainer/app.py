@@ -102,11 +102,18 @@ def build(settings: TrainerSettings) -> AsgiFastStream:
             if event.job_id:
                 await asyncio.to_thread(tracker.record_registration, event.job_id, event.version)
 
+    async def warm() -> None:  # the fork server and a standby child up before the first job
+        start = getattr(launcher, "start", None)
+        if start is not None:
+            await start()
+
     async def close() -> None:
         await launcher.aclose()
         await artifacts.close()
 
-    return make_service_app(broker, settings.bus, service=service.SERVICE, on_shutdown=[close])
+    return make_service_app(
+        broker, settings.bus, service=service.SERVICE, on_startup=[warm], on_shutdown=[close]
+    )
 
 
 def run(settings: TrainerSettings) -> None:

@@ -121,41 +121,90 @@ def _ratio(num: Floats, den: Floats, undefined: float = np.nan) -> Floats:
 _RANK_METRICS = frozenset({Metric.ROC_AUC, Metric.PR_AUC, Metric.AVERAGE_PRECISION, Metric.KS_STATISTIC})
 
 
+class _Scratch:
+    """Named float buffers handed out again for every chunk of resamples (and every class).
+
+    A fresh half-megabyte temporary is a fresh mapping from the allocator, paid for in page faults
+    on its first write; taking the same few buffers for every chunk pays that once per call.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[str, Floats] = {}
+
+    def take(self, name: str, shape: tuple[int, int]) -> Floats:
+        """A C-ordered ``shape`` array (contents undefined) backed by the buffer called ``name``."""
+        size = shape[0] * shape[1]
+        flat = self._flat.get(name)
+        if flat is None or flat.size < size:
+            flat = self._flat[name] = np.empty(size)
+        return flat[:size].reshape(shape)
+
+
 def _rank_metrics(
-    w: Floats, y: Floats, starts: NDArray[np.intp], wanted: set[Metric]
+    w: Floats, y: Floats, starts: NDArray[np.intp], wanted: set[Metric], scratch: _Scratch | None = None
 ) -> dict[Metric, Floats]:
     """ROC AUC, PR AUC, average precision and KS for weights ``w`` over rows sorted by ascending score.
 
     Each metric is a sum over the runs of tied scores ("groups") of the positive and negative
-    weight in the group and below it; two cumulative sums serve them all.
+    weight in the group and below it; two cumulative sums serve them all. The work is a handful of
+    passes over ``(resamples, groups)`` arrays written into reused buffers (``scratch``) rather than
+    a new temporary per operation. Under integer weights (bootstrap counts) every sum before the
+    final divisions is an exact integer, so the grouping of the ROC and KS sums cannot change a bit.
     """
-    pos = w * y
-    neg = w - pos
-    if starts.size < y.size:
-        pos, neg = np.add.reduceat(pos, starts, axis=1), np.add.reduceat(neg, starts, axis=1)
-    cum_pos, cum_neg = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-    n_pos, n_neg = cum_pos[:, -1], cum_neg[:, -1]
+    scratch = scratch or _Scratch()
+    tied = starts.size < y.size
+    shape = (w.shape[0], starts.size)
+    pos = np.multiply(w, y, out=scratch.take("row_pos" if tied else "pos", w.shape))
+    neg = np.subtract(w, pos, out=scratch.take("row_neg" if tied else "neg", w.shape))
+    if tied:
+        pos = np.add.reduceat(pos, starts, axis=1, out=scratch.take("pos", shape))
+        neg = np.add.reduceat(neg, starts, axis=1, out=scratch.take("neg", shape))
+    cum_pos = np.cumsum(pos, axis=1, out=scratch.take("cum_pos", shape))
+    cum_neg = np.cumsum(neg, axis=1, out=scratch.take("cum_neg", shape))
+    n_pos, n_neg = cum_pos[:, -1].copy(), cum_neg[:, -1].copy()  # copies: the sums are overwritten below
     pairs = np.where((n_pos > 0) & (n_neg > 0), n_pos * n_neg, np.nan)  # NaN: one class only
     out: dict[Metric, Floats] = {}
     if Metric.ROC_AUC in wanted:  # Mann-Whitney U: a positive beats the negatives below it, ties half
-        out[Metric.ROC_AUC] = (pos * (cum_neg - 0.5 * neg)).sum(axis=1) / pairs
+        beaten = np.einsum("ij,ij->i", pos, cum_neg)
+        if tied:  # untied, a group is one row: positive or negative weight, never both
+            beaten -= 0.5 * np.einsum("ij,ij->i", pos, neg)
+        out[Metric.ROC_AUC] = beaten / pairs
+    if not wanted & {Metric.KS_STATISTIC, Metric.PR_AUC, Metric.AVERAGE_PRECISION}:
+        return out
+    # C order, as the temporaries they replace: a row sum's rounding follows the memory layout
+    first, spare = scratch.take("first", shape), scratch.take("spare", shape)
     if Metric.KS_STATISTIC in wanted:  # max |F_pos - F_neg|, both scaled by n_pos * n_neg
-        gap = np.abs(cum_pos * n_neg[:, None] - cum_neg * n_pos[:, None]).max(axis=1)
-        out[Metric.KS_STATISTIC] = gap / pairs
+        gap = np.multiply(cum_pos, n_neg[:, None], out=first)
+        gap -= np.multiply(cum_neg, n_pos[:, None], out=spare)
+        widest = np.abs(np.maximum(gap.max(axis=1), -gap.min(axis=1)))  # abs: no gap is 0.0, not -0.0
+        out[Metric.KS_STATISTIC] = widest / pairs
     if wanted & {Metric.PR_AUC, Metric.AVERAGE_PRECISION}:
         # threshold at group g selects g and every group above it; recall steps by pos[g] / n_pos
-        tp = n_pos[:, None] - cum_pos + pos
-        selected = tp + (n_neg[:, None] - cum_neg + neg)
-        # a threshold selecting nothing drawn is the curve's (recall 0, precision 1) end point
-        precision = _ratio(tp, selected, undefined=1.0)
-        above = np.concatenate([precision[:, 1:], np.ones((w.shape[0], 1))], axis=1)
+        tp = np.subtract(n_pos[:, None], cum_pos, out=cum_pos)
+        tp += pos
+        selected = np.subtract(n_neg[:, None], cum_neg, out=cum_neg)
+        selected += neg
+        selected += tp
+        # a threshold selecting nothing drawn is the curve's (recall 0, precision 1) end point: there
+        # tp = selected = 0, and adding 1 to both makes it 1/1 (adding 0 elsewhere changes nothing;
+        # a masked divide would cost four times as much)
+        nothing = np.equal(selected, 0.0, out=spare)
+        tp += nothing
+        selected += nothing
+        precision = np.divide(tp, selected, out=first)
         positives = np.where(np.isnan(pairs), np.nan, n_pos)
-        out[Metric.AVERAGE_PRECISION] = (pos * precision).sum(axis=1) / positives
-        out[Metric.PR_AUC] = (pos * (precision + above)).sum(axis=1) / (2 * positives)
-    return {m: v for m, v in out.items() if m in wanted}
+        if Metric.AVERAGE_PRECISION in wanted:
+            out[Metric.AVERAGE_PRECISION] = np.multiply(pos, precision, out=spare).sum(axis=1) / positives
+        if Metric.PR_AUC in wanted:  # trapezoids: each step's precision and the one above it
+            both_ends = spare
+            np.add(precision[:, :-1], precision[:, 1:], out=both_ends[:, :-1])
+            np.add(precision[:, -1], 1.0, out=both_ends[:, -1])
+            both_ends *= pos
+            out[Metric.PR_AUC] = both_ends.sum(axis=1) / (2 * positives)
+    return out
 
 
-def _binary(rows: _Rows, w: Floats, wanted: set[Metric]) -> dict[Metric, Floats]:
+def _binary(rows: _Rows, w: Floats, wanted: set[Metric], scratch: _Scratch) -> dict[Metric, Floats]:
     y, d, p = rows.y, rows.decided, np.clip(rows.scores, _EPS, 1 - _EPS)
     total, n_pos = w.sum(axis=1), w @ y
     n_neg = total - n_pos
@@ -174,11 +223,11 @@ def _binary(rows: _Rows, w: Floats, wanted: set[Metric]) -> dict[Metric, Floats]
     }
     out = {m: compute[m]() for m in wanted if m in compute}
     if wanted & _RANK_METRICS:
-        out |= _rank_metrics(w, y, rows.starts, wanted)
+        out |= _rank_metrics(w, y, rows.starts, wanted, scratch)
     return out
 
 
-def _multiclass(rows: _Rows, w: Floats, wanted: set[Metric]) -> dict[Metric, Floats]:
+def _multiclass(rows: _Rows, w: Floats, wanted: set[Metric], scratch: _Scratch) -> dict[Metric, Floats]:
     y, d = rows.y, rows.decided
     total, support, predicted, tp = w.sum(axis=1), w @ y, w @ d, w @ (y * d)
     present = support > 0
@@ -190,7 +239,8 @@ def _multiclass(rows: _Rows, w: Floats, wanted: set[Metric]) -> dict[Metric, Flo
             order = np.argsort(rows.scores[:, k], kind="stable")
             s = rows.scores[order, k]
             starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-            aucs.append(_rank_metrics(w[:, order], y[order, k], starts, {Metric.ROC_AUC})[Metric.ROC_AUC])
+            ranked = _rank_metrics(w[:, order], y[order, k], starts, {Metric.ROC_AUC}, scratch)
+            aucs.append(ranked[Metric.ROC_AUC])
         return np.where(present.all(axis=1), np.mean(aucs, axis=0), np.nan)
 
     compute: dict[Metric, Callable[[], Floats]] = {
@@ -219,11 +269,13 @@ def _regression(rows: _Rows, w: Floats, wanted: set[Metric]) -> dict[Metric, Flo
     return {m: compute[m]() for m in wanted}
 
 
-def _compute(rows: _Rows, metrics: Sequence[Metric], w: Floats) -> dict[Metric, Floats]:
+def _compute(
+    rows: _Rows, metrics: Sequence[Metric], w: Floats, scratch: _Scratch | None = None
+) -> dict[Metric, Floats]:
     if rows.task is Task.BINARY_CLASSIFICATION:
-        return _binary(rows, w, set(metrics))
+        return _binary(rows, w, set(metrics), scratch or _Scratch())
     if rows.task is Task.MULTICLASS_CLASSIFICATION:
-        return _multiclass(rows, w, set(metrics))
+        return _multiclass(rows, w, set(metrics), scratch or _Scratch())
     return _regression(rows, w, set(metrics))
 
 
@@ -258,11 +310,34 @@ def weighted_metrics(
     Returns:
         Metric → ``k`` values; NaN where a metric is undefined (e.g. ROC AUC without both classes).
     """
+    task = Task(task)
     rows = _rows(task, y_true, prediction, threshold)
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if task is Task.BINARY_CLASSIFICATION:  # binary rows are held in score order
         w = w[:, np.argsort(np.asarray(prediction.scores, dtype=np.float64), kind="stable")]
     return _compute(rows, _checked(task, metrics), w)
+
+
+def _percentile_intervals(
+    draws: dict[Metric, Floats],
+) -> dict[Metric, tuple[int, tuple[float, float] | None]]:
+    """Per metric: (finite resamples, their 2.5th and 97.5th percentiles, None when there are none).
+
+    Metrics defined on every resample share one ``np.percentile`` call over the stacked rows (the
+    same partition and interpolation per row as separate calls, at a fifth of the overhead).
+    """
+    out: dict[Metric, tuple[int, tuple[float, float] | None]] = {}
+    complete = [m for m, values in draws.items() if np.isfinite(values).all()]
+    if complete:
+        low, high = np.percentile(np.stack([draws[m] for m in complete]), [2.5, 97.5], axis=1)
+        out |= {
+            m: (draws[m].size, (float(lo), float(hi))) for m, lo, hi in zip(complete, low, high, strict=True)
+        }
+    for metric in draws.keys() - set(complete):
+        used = draws[metric][np.isfinite(draws[metric])]
+        bounds = np.percentile(used, [2.5, 97.5]) if used.size else None
+        out[metric] = (used.size, None if bounds is None else (float(bounds[0]), float(bounds[1])))
+    return out
 
 
 def evaluate(
@@ -294,6 +369,7 @@ def evaluate(
         ValueError: a metric that does not fit the task, mismatched inputs, or a metric undefined
             on the whole test set (e.g. ROC AUC when the test rows hold one class only).
     """
+    task = Task(task)
     chosen = _checked(task, metrics)
     rows = _rows(task, y_true, prediction, threshold)
     n = rows.scores.shape[0]
@@ -306,25 +382,26 @@ def evaluate(
             )
     draws: dict[Metric, list[Floats]] = {m: [] for m in chosen}
     rng = np.random.default_rng(seed)
+    scratch = _Scratch()
     chunk = max(1, _CHUNK_CELLS // n)
     for first in range(0, resamples, chunk):
         k = min(chunk, resamples - first)
-        drawn = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
+        drawn = rng.integers(0, n, size=(k, n))
+        drawn += (np.arange(k) * n)[:, None]
         counts = np.bincount(drawn.ravel(), minlength=k * n).reshape(k, n).astype(np.float64)
-        for metric, drawn_values in _compute(rows, chosen, counts).items():
+        for metric, drawn_values in _compute(rows, chosen, counts, scratch).items():
             draws[metric].append(drawn_values)
+    intervals = _percentile_intervals({m: np.concatenate(d) for m, d in draws.items()}) if resamples else {}
     report: dict[str, dict[str, float]] = {}
     for metric in chosen:
         value = float(point[metric][0])
         entry: dict[str, float] = {"value": value, "ci_low": value, "ci_high": value}
         if resamples:
-            every = np.concatenate(draws[metric])
-            used = every[np.isfinite(every)]
-            if used.size:
-                low, high = np.percentile(used, [2.5, 97.5])
-                entry |= {"ci_low": float(low), "ci_high": float(high)}
-            if used.size < 0.9 * resamples:
-                entry["resamples"] = int(used.size)
+            used, bounds = intervals[metric]
+            if bounds is not None:
+                entry |= {"ci_low": bounds[0], "ci_high": bounds[1]}
+            if used < 0.9 * resamples:
+                entry["resamples"] = used
         report[metric.value] = entry
     return report
 

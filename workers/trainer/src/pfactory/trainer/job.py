@@ -9,23 +9,26 @@ and a reason a data scientist can act on; only a kill from outside leaves no res
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
+import os
 import sys
+import tempfile
 import time
 import traceback
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 import pyarrow as pa
 import pyarrow.parquet as pq
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from pfactory.contracts.configs.metrics import TASK_METRICS, FairnessMetric, Task
 from pfactory.contracts.configs.model import ModelConfig, ModelSpec
@@ -33,9 +36,11 @@ from pfactory.contracts.imports import ImportAllowlist, ImportSettings
 from pfactory.contracts.issues import ConfigError
 from pfactory.contracts.loader import load_config_dict
 from pfactory.features.drift import build_reference
+from pfactory.features.layout import DATA_FILE, GOOD_MARKER, partition_path
 from pfactory.features.reader import FeatureReader
 from pfactory.registry.serialization import dump_model, sha256_hex
 from pfactory.trainer import runfiles
+from pfactory.trainer.adapters.forkserver import thread_pools
 from pfactory.trainer.assembly import (
     AssemblyError,
     InterfaceError,
@@ -47,7 +52,7 @@ from pfactory.trainer.assembly import (
 from pfactory.trainer.dataset import TrainingDataError, TrainingSet, build_training_set
 from pfactory.trainer.evaluation import Prediction, calibration, evaluate
 from pfactory.trainer.fairness import fairness_report
-from pfactory.trainer.jobspec import MODEL_FILE, REFERENCE_FILE, RunResult, RunSpec, Timings
+from pfactory.trainer.jobspec import MODEL_FILE, REFERENCE_FILE, RunResult, RunSpec, StoreLocation, Timings
 from pfactory.trainer.sweep import build_ensemble
 
 log = logging.getLogger("pfactory.trainer.job")
@@ -169,7 +174,7 @@ def _anchored(config: dict[str, Any], working_dir: str | None) -> dict[str, Any]
 
 
 def _read_config(spec: RunSpec) -> tuple[ModelSpec, ImportAllowlist]:
-    allowlist = ImportAllowlist.from_settings(ImportSettings())
+    allowlist = _allowlist()
     try:
         config = load_config_dict(
             _anchored(spec.config, spec.working_dir), expect=ModelConfig, allowlist=allowlist
@@ -177,6 +182,24 @@ def _read_config(spec: RunSpec) -> tuple[ModelSpec, ImportAllowlist]:
     except ConfigError as error:
         raise RunFailed("load", f"the model config does not validate: {error}") from None
     return config.spec, allowlist
+
+
+def _allowlist() -> ImportAllowlist:
+    """The import allowlist of the ``PF_IMPORTS_*`` settings in the environment now.
+
+    Building one reads every installed package's entry points (~15 ms); a fork server builds it once
+    and its runs reuse it while their settings are the same, so a plugin installed later is allowed
+    once the trainer restarts (as its modules and package versions are read once too).
+    """
+    prefix = ImportSettings.model_config.get("env_prefix", "").upper()
+    settings = tuple(sorted((k.upper(), v) for k, v in os.environ.items() if k.upper().startswith(prefix)))
+    return _allowlist_for(settings)
+
+
+@cache
+def _allowlist_for(settings: tuple[tuple[str, str], ...]) -> ImportAllowlist:
+    """The allowlist ``ImportSettings()`` gives while the environment holds ``settings`` (the cache key)."""
+    return ImportAllowlist.from_settings(ImportSettings())
 
 
 def _load_training_set(spec: RunSpec, model_spec: ModelSpec) -> TrainingSet:
@@ -220,7 +243,7 @@ def _assemble(spec: RunSpec, model_spec: ModelSpec, allowlist: ImportAllowlist) 
 def _fit(estimator: Any, training: TrainingSet, model_spec: ModelSpec, threads: int) -> None:
 
     try:
-        with threadpool_limits(limits=threads):
+        with thread_pools().limit(limits=threads):
             estimator.fit(training.X_train, training.y_train)
     except MemoryError:
         raise
@@ -313,23 +336,34 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def warm_up() -> None:
-    """Validate, fit, evaluate and serialise a tiny synthetic model once, in memory.
+def warm_up() -> bool:
+    """Run a complete tiny job on synthetic data in a temporary folder, then remove the folder.
 
-    Imports leave much to first use: the timezone table, pydantic validators, pandas and pyarrow
-    conversions, scikit-learn's parameter validation and pandas output, the metrics, fairlearn's
-    frames, skops. A fork server that has done it once hands that state to every run it forks
-    (about 70 ms less per small run, see bench/trainer_bench.py). A failure only costs the warmth.
+    Imports leave much to first use: the timezone table, pydantic validators, pyarrow's cast and
+    compute kernels, pandas conversions, scikit-learn's parameter validation and pandas output, the
+    metrics, fairlearn's frames, skops. A fork server that has run a job once hands that state to every
+    run it forks; a standby child that runs one more has the pages a run writes already copied (see
+    ``adapters/forkserver.py``). The job goes through the run's own steps: the spec and result files,
+    the config, the feature partitions and labels of a store in the materialiser's layout, the
+    point-in-time join, fit, evaluation and the saved model. A failure only costs the warmth.
+
+    Returns:
+        Whether the job ran to the end (False: it failed, which is logged at debug level).
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _warm_up()
+            with tempfile.TemporaryDirectory(prefix="pf-warm-up-") as folder:
+                result = _warm_up(Path(folder))
     except Exception as error:  # warmth is an optimisation, never a reason not to serve
         log.debug("warm-up skipped: %r", error)
+        return False
+    if not result.ok:
+        log.debug("warm-up run failed at %s: %s", result.stage, result.reason)
+    return result.ok
 
 
-def _warm_up() -> None:
+def _warm_up(folder: Path) -> RunResult:
     numeric = ["a", "b"]
     config = {
         "apiVersion": "pfactory.io/v1",
@@ -337,7 +371,7 @@ def _warm_up() -> None:
         "metadata": {"name": "warm-up", "owner": "pfactory"},
         "spec": {
             "feature_set": {"name": "warm-up", "version": 1},
-            "labels": {"path": "/warm-up", "entity": "id", "date_column": "d", "label_column": "y"},
+            "labels": {"path": "labels", "entity": "id", "date_column": "d", "label_column": "y"},
             "task": "binary_classification",
             "training": {"window": {"start": "2024-01-01", "end": "2024-01-02"}},
             "pipeline": {
@@ -367,23 +401,30 @@ def _warm_up() -> None:
             "card": {"intended_use": "warm-up", "contact": "pfactory"},
         },
     }
-    allowlist = ImportAllowlist.from_settings(ImportSettings())
-    spec = load_config_dict(config, expect=ModelConfig, allowlist=allowlist).spec
-    rows = np.arange(64)
-    frame = pd.DataFrame({"a": rows / 7.0, "b": rows % 5, "c": np.where(rows % 3 == 0, "x", "y")})
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame.assign(d=pd.Timestamp("2024-01-01"))), buffer)
-    read = pq.read_table(io.BytesIO(buffer.getvalue())).to_pandas(date_as_object=False)
-    pd.merge_asof(read.sort_values("d"), read[["d", "a"]].sort_values("d"), on="d", suffixes=("", "_r"))
-    y = (rows % 2).astype(int)
-    dates = np.full(32, np.datetime64("2024-01-02", "D"))
-    training = TrainingSet(frame[:32], frame[32:].reset_index(drop=True), y[:32], y[32:], dates, [], {})
-    estimator = build_pipeline(spec, allowlist=allowlist)
-    check_interface(estimator, spec.task)
-    _fit(estimator, training, spec, threads=1)
-    _evaluate(estimator, training, spec)
-    dump_model(estimator)
-    framework_info(estimator)
+    rows = np.arange(32)
+    days = [date(2024, 1, 1), date(2024, 1, 2)]
+    for ds in days:  # one partition per day, in the materialiser's layout
+        partition = folder / "store" / partition_path("warm-up", 1, ds)
+        partition.mkdir(parents=True)
+        features = {"id": [f"e{i}" for i in rows], "a": rows / 7.0, "b": rows % 5}
+        features["c"] = np.where(rows % 3 == 0, "x", "y")
+        pq.write_table(pa.table(features), partition / DATA_FILE)
+        (partition / GOOD_MARKER).write_text(json.dumps({"sql_hashes": {"warm-up": "warm-up"}}))
+    (folder / "labels").mkdir()
+    labels = {"id": [f"e{i}" for i in rows] * 2, "d": [d for d in days for _ in rows], "y": [*rows % 2] * 2}
+    pq.write_table(pa.table(labels), folder / "labels" / "part-0.parquet")
+    spec = RunSpec(
+        job_id="warm-up",
+        run_id="warm-up",
+        config=config,
+        feature_store=StoreLocation(root=str(folder / "store")),
+        working_dir=str(folder),
+        output_uri=str(folder / "out"),
+    )
+    spec = runfiles.read_spec(runfiles.write_spec(spec))
+    result = execute(spec)
+    runfiles.write_result(spec.output_uri, result)
+    return runfiles.read_result(spec.output_uri)
 
 
 # A fork server imports this module once; runs forked from it start with package metadata read and

@@ -7,14 +7,22 @@ list is honoured and ``stop()`` ends it (the module's global server is shared by
 process and cannot be stopped), and a child does not re-run the parent's ``__main__`` (a worker's or
 pytest's), which would cost time in every run.
 
+Even milliseconds add up for a small model: forking the server (a few hundred MB resident), the new
+child's first writes to the pages it shares with the server (copied one fault at a time), finding the
+BLAS and OpenMP pools. :func:`standby_child` does all that before its run is known: forked ahead, it
+gets ready (optionally running the entry module's ``warm_up()``, so the pages a run writes are already
+its own), says so, then waits for one :class:`ChildConfig` and runs it as :func:`run_child` would.
+
 This module is imported by the fork server itself, so it stays free of asyncio and the launcher.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import io
+import json
 import os
 import resource
 import signal
@@ -23,8 +31,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
+
+from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 DEFAULT_PRELOAD = (  # what a training run imports; the entry's module is added to it
     "numpy",
@@ -79,6 +90,20 @@ class ChildConfig:
     address_space_bytes: int | None = None
     env: dict[str, str] = field(default_factory=dict)
 
+    def to_json(self) -> bytes:
+        """The config as JSON, as a standby child receives it."""
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ChildConfig:
+        """The config :meth:`to_json` wrote."""
+        fields = json.loads(data)
+        return cls(**{**fields, "cores": tuple(fields["cores"])})
+
+
+STANDBY_READY = b"ready"
+"""What a standby child sends once it is ready to take its run."""
+
 
 def load_entry(entry: str) -> Callable[[list[str]], int]:
     """The function an ``module:function`` entry names."""
@@ -88,14 +113,33 @@ def load_entry(entry: str) -> Callable[[list[str]], int]:
 
 
 def _vm_size() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    with open("/proc/self/statm", "rb") as statm:  # sizes in pages; the first is the address space
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_child(config: ChildConfig) -> None:
-    """In the forked child: isolate, confine, then call the entry and exit with its status."""
+_found_pools: tuple[int, ThreadpoolController] | None = None
+
+
+def thread_pools() -> ThreadpoolController:
+    """The BLAS and OpenMP pools loaded in this process, looked for again only after new imports.
+
+    Looking reads ``/proc/self/maps`` (5-8 ms in a process that has scikit-learn loaded); a pool's
+    library arrives with an import, so while ``sys.modules`` has not grown since the last look, the
+    controller found then still covers every pool.
+    """
+    global _found_pools
+    if _found_pools is None or _found_pools[0] != len(sys.modules):
+        _found_pools = (len(sys.modules), ThreadpoolController())
+    return _found_pools[1]
+
+
+def run_child(config: ChildConfig, report: Connection | None = None) -> None:
+    """In the forked child: isolate, confine, then call the entry and exit with its status.
+
+    With ``report``, the status is also sent there once the entry has returned and its output is
+    flushed: the launcher need not wait for the kernel to tear down a process of a few hundred MB
+    (several milliseconds) before it reads the result.
+    """
     os.setsid()  # a session and group of its own: the launcher kills the whole group at once
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -109,17 +153,13 @@ def run_child(config: ChildConfig) -> None:
     os.chdir(config.workdir)
     scratch = Path(config.workdir) / "tmp"
     scratch.mkdir(exist_ok=True)
-    os.environ.clear()
-    os.environ.update(config.env)
-    os.environ.update({name: str(config.threads) for name in THREAD_ENV}, TMPDIR=str(scratch))
+    _set_environment({**config.env, **dict.fromkeys(THREAD_ENV, str(config.threads)), "TMPDIR": str(scratch)})
     import tempfile
 
     tempfile.tempdir = None  # forget the fork server's cached choice; TMPDIR is read again
     os.sched_setaffinity(0, config.cores)
     # the BLAS and OpenMP pools were loaded by the fork server: environment variables come too late
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
-
-    limits = threadpool_limits(limits=config.threads)
+    limits = thread_pools().limit(limits=config.threads)
     if config.address_space_bytes is not None:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         soft = _vm_size() + config.address_space_bytes
@@ -130,10 +170,58 @@ def run_child(config: ChildConfig) -> None:
         code = load_entry(config.entry)(config.argv)
     except MemoryError:
         print("MemoryError: the run reached its memory limit (address space)", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_MEMORY_ERROR) from None
+        code = EXIT_MEMORY_ERROR
     finally:
         del limits
+    if report is not None:
+        with contextlib.suppress(OSError, MemoryError, ValueError):
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            report.send_bytes(b"%d" % code)
+            report.close()
     raise SystemExit(code)
+
+
+def read_report(report: Connection) -> int | None:
+    """The exit status a child sent with :func:`run_child`, or None (none yet, or it ended without)."""
+    try:
+        if report.poll(0):
+            return int(report.recv_bytes(16))
+    except (EOFError, OSError, ValueError):
+        pass
+    return None
+
+
+def _set_environment(wanted: dict[str, str]) -> None:
+    """Make ``os.environ`` exactly ``wanted``, touching only what differs (most of it is the same)."""
+    for name in [name for name in os.environ if name not in wanted]:
+        del os.environ[name]
+    for name, value in wanted.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+def standby_child(orders: Connection, entry: str, warm_up: bool) -> None:
+    """A child forked before its run: get ready, say so, wait for one :class:`ChildConfig`, run it.
+
+    Ready means the thread pools found and, with ``warm_up``, the entry module's ``warm_up()`` (if it
+    has one) called, so the pages a run writes are copied from the server now rather than one fault at
+    a time during the run. The child runs one config, reporting its status on ``orders``, and ends;
+    when the launcher closes ``orders`` instead (it stops, or lets this child go), it ends without
+    running anything.
+    """
+    thread_pools()
+    if warm_up:
+        hook = getattr(importlib.import_module(entry.partition(":")[0]), "warm_up", None)
+        if callable(hook):
+            hook()
+    try:
+        orders.send_bytes(STANDBY_READY)
+        config = ChildConfig.from_json(orders.recv_bytes())
+    except (EOFError, OSError):
+        orders.close()
+        return
+    run_child(config, orders)
 
 
 def _noop() -> None:

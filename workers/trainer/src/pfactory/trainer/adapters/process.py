@@ -5,24 +5,37 @@ in ``run.log``, CPU affinity to ``ceil(resources.cpu)`` cores with the thread po
 and three limits enforced from here: resident memory (the whole process group's RSS, polled from
 ``/proc`` every ``poll_interval`` seconds, killed at the limit), an optional address-space backstop
 (``RLIMIT_AS``; a ``MemoryError`` reads as the memory limit too), and wall-clock time. Whatever the
-child does, the worker only reads its exit status.
+child does, the worker only reads its exit status (as the child reports it, or from its exit).
 
 Memory is counted as resident pages, including the preloaded libraries a child inherits from the
 fork server: that is what a pod's memory limit charges too, so a limit means the same on both backends.
+
+The launcher keeps one standby child forked ahead (see :func:`~.forkserver.standby_child`): a run
+takes it once it is ready, so the fork and the child's first steps are off the run's critical path,
+and a new one is forked when a run ends. A standby runs one run at most and is never reused; while
+none is ready a run forks its own child as before. A standby forked while no run is going also runs
+the entry's ``warm_up()``, so the pages a run writes are its own before the run comes; one forked
+while runs are going does not, so that it never takes CPU from them. A child reports its exit
+status on a pipe once its entry has returned: the launcher does not wait for the kernel to tear the
+process down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import re
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +44,14 @@ from pfactory.trainer import runfiles
 from pfactory.trainer.adapters.forkserver import (
     DEFAULT_PRELOAD,
     EXIT_MEMORY_ERROR,
+    STANDBY_READY,
     ChildConfig,
     WarmForkServer,
+    read_report,
     run_child,
+    standby_child,
 )
-from pfactory.trainer.jobspec import LOG_FILE, RESULT_FILE, RunSpec
+from pfactory.trainer.jobspec import LOG_FILE, RESULT_FILE, RunResult, RunSpec
 from pfactory.trainer.launcher import (
     RunOutcome,
     judge_exit,
@@ -44,6 +60,8 @@ from pfactory.trainer.launcher import (
     tail_logs,
     time_limit_reason,
 )
+
+log = logging.getLogger(__name__)
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -99,6 +117,45 @@ def _kill_group(pid: int, *, leader_running: bool = True) -> None:
 class _Watch:
     killed_for: str | None = None
     peak: int = 0
+    reported: int | None = None
+    """The exit status the child reported before it exited (None: it exited, or was killed, without)."""
+
+
+@dataclass
+class _Standby:
+    """A child forked ahead of its run, and the launcher's end of the pipe it takes its orders from."""
+
+    child: Any
+    orders: Connection
+    ready: bool = False
+
+    def state(self) -> str:
+        """``ready`` (said so and still waiting), ``preparing`` or ``gone``."""
+        try:
+            if not self.ready and self.orders.poll(0):
+                self.ready = self.orders.recv_bytes() == STANDBY_READY
+        except (EOFError, OSError):
+            return "gone"
+        if self.child.poll() is not None:
+            return "gone"
+        return "ready" if self.ready else "preparing"
+
+    def start(self, config: ChildConfig) -> bool:
+        """Hand the child its run (it reports its exit status on ``orders``); False when it is gone."""
+        try:
+            self.orders.send_bytes(config.to_json())
+        except OSError:
+            return False
+        return True
+
+    def discard(self) -> None:
+        """End the child without running anything (it is no group leader yet: its pid alone)."""
+        self.orders.close()
+        if self.child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child.pid, signal.SIGKILL)
+            self.child.wait(10)
+        self.child.close()
 
 
 class ProcessPodLauncher:
@@ -113,6 +170,8 @@ class ProcessPodLauncher:
         max_parallel: int | None = None,
         poll_interval: float = 0.05,
         address_space_limit: bool = True,
+        standby: bool = True,
+        standby_warm_up: bool = True,
     ) -> None:
         """Set up the launcher; the fork server starts on the first run or on :meth:`start`.
 
@@ -123,6 +182,9 @@ class ProcessPodLauncher:
             max_parallel: runs at once; more wait their turn (None: as many as asked).
             poll_interval: seconds between memory and time checks.
             address_space_limit: also cap the child's address space at its start size + the limit.
+            standby: keep a child forked ahead for the next run (False: fork each run as it starts).
+            standby_warm_up: let a standby forked while no run is going call the entry module's
+                ``warm_up()`` before it says it is ready.
         """
         self._scratch_root = scratch_root
         self._entry = entry
@@ -136,17 +198,32 @@ class ProcessPodLauncher:
         self._next_cpu = 0
         self._running: dict[int, asyncio.Future[None]] = {}
         self._closed = False
+        self._standby_wanted = standby
+        self._standby_warm_up = standby_warm_up
+        self._standby: _Standby | None = None
+        self._standby_lock = threading.Lock()
+        self._forking_standby: threading.Thread | None = None  # a thread: it outlives any one event loop
+        self._active = 0
 
     async def start(self) -> None:
         """Start the fork server and wait for its preloads, so the first run is warm too."""
         await asyncio.to_thread(self._server.warm_up)
+        self._want_standby()
+        if self._forking_standby is not None:
+            await asyncio.to_thread(self._forking_standby.join)
 
     async def run(self, spec: RunSpec, *, resources: Resources, model_name: str) -> RunOutcome:
         """Run ``spec`` in a forked child with ``resources`` as its limits; see :class:`PodLauncher`."""
         if self._closed:
             raise RuntimeError("this ProcessPodLauncher is closed; build a new one")
         async with self._slots or contextlib.nullcontext():
-            return await self._run(spec, resources)
+            self._active += 1
+            try:
+                outcome = await self._run(spec, resources)
+            finally:
+                self._active -= 1
+        self._want_standby()  # for the next run
+        return outcome
 
     async def _run(self, spec: RunSpec, resources: Resources) -> RunOutcome:
         started = time.monotonic()
@@ -154,8 +231,7 @@ class ProcessPodLauncher:
         limit = parse_memory(resources.memory)
         local = runfiles.local_folder(spec.output_uri)
         workdir = local or self._scratch_root / _safe(spec.job_id) / _safe(spec.run_id)
-        await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-        spec_uri = await asyncio.to_thread(self._prepare, spec, endpoint, region)
+        spec_uri = await asyncio.to_thread(self._prepare, spec, workdir, endpoint, region)
         cores = self._take_cores(max(1, math.ceil(resources.cpu)))
         config = ChildConfig(
             entry=self._entry,
@@ -169,26 +245,27 @@ class ProcessPodLauncher:
             env={**os.environ, **({"AWS_ENDPOINT_URL_S3": endpoint} if endpoint else {})},
         )
         name = f"pf-run-{_safe(spec.job_id)}-{_safe(spec.run_id)}"
-        launching = asyncio.ensure_future(
-            asyncio.to_thread(self._server.launch, run_child, config, name=name)
-        )
+        launching = asyncio.ensure_future(asyncio.to_thread(self._start_child, config, name))
         try:
-            child = await asyncio.shield(launching)
+            child, report = await asyncio.shield(launching)
         except asyncio.CancelledError:  # the fork happens anyway: it must not outlive the cancelled run
-            child = await launching
+            child, report = await launching
             _kill_group(child.pid)
             child.close()
+            report.close()
             raise
         try:
-            watch = await self._supervise(child, limit, resources.timeout_seconds)
+            watch = await self._supervise(child, report, limit, resources.timeout_seconds)
         finally:
             child.close()
-        logs = tail_logs(await asyncio.to_thread(_read_log, workdir / LOG_FILE))
-        result, problem = await asyncio.to_thread(
-            runfiles.collect_result, spec.output_uri, endpoint_url=endpoint, region=region
+            report.close()
+        log_text, (result, problem) = await asyncio.to_thread(
+            self._collect, workdir, local is None, spec.output_uri, endpoint, region
         )
-        await asyncio.to_thread(self._tidy, workdir, local is None, spec.output_uri, endpoint, region)
-        exit_code: int = child.returncode if child.returncode is not None else -signal.SIGKILL
+        logs = tail_logs(log_text)
+        exit_code: int = next(
+            (code for code in (watch.reported, child.returncode) if code is not None), -signal.SIGKILL
+        )
         reason: str | None
         if self._closed and exit_code == -signal.SIGKILL:
             ok, reason = False, "the run was stopped because the trainer shut down while it was going"
@@ -210,10 +287,74 @@ class ProcessPodLauncher:
             result=result,
         )
 
-    def _prepare(self, spec: RunSpec, endpoint: str | None, region: str | None) -> str:
+    def _start_child(self, config: ChildConfig, name: str) -> tuple[Any, Connection]:
+        """The child running ``config`` and the pipe it reports its exit status on: the standby when
+        it is ready, else a child forked now."""
+        with self._standby_lock:
+            standby, self._standby = self._standby, None
+        if standby is not None:
+            state = standby.state()
+            if state == "ready" and standby.start(config):
+                return standby.child, standby.orders
+            if state == "preparing":  # kept for the next run rather than waited for
+                self._keep_standby(standby)
+            else:
+                standby.discard()
+        report, theirs = Pipe(duplex=False)
+        try:
+            return self._server.launch(run_child, config, theirs, name=name), report
+        except BaseException:
+            report.close()
+            raise
+        finally:
+            theirs.close()
+
+    def _want_standby(self) -> None:
+        """Fork a standby child unless there is one, or one is being forked, or standbys are off."""
+        if not self._standby_wanted or self._closed or self._standby is not None:
+            return
+        if self._forking_standby is not None and self._forking_standby.is_alive():
+            return
+        # warming up costs a small run's CPU: only while no run is going, so that it never slows one
+        warm_up = self._standby_warm_up and self._active == 0
+        self._forking_standby = threading.Thread(
+            target=self._fork_standby, args=(warm_up,), name="pf-fork-standby", daemon=True
+        )
+        self._forking_standby.start()
+
+    def _fork_standby(self, warm_up: bool) -> None:
+        ours, theirs = Pipe(duplex=True)
+        try:
+            child = self._server.launch(standby_child, theirs, self._entry, warm_up, name="pf-standby")
+        except Exception as error:  # the next run forks its own child, as without a standby
+            log.warning("could not fork a standby child: %r", error)
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        self._keep_standby(_Standby(child, ours))
+
+    def _keep_standby(self, standby: _Standby) -> None:
+        with self._standby_lock:
+            if not self._closed and self._standby is None:
+                self._standby = standby
+                return
+        standby.discard()
+
+    def _prepare(self, spec: RunSpec, workdir: Path, endpoint: str | None, region: str | None) -> str:
+        workdir.mkdir(parents=True, exist_ok=True)
         # a result left by an earlier attempt of this run must not be mistaken for this one's
         runfiles.remove(spec.output_uri, RESULT_FILE, endpoint_url=endpoint, region=region)
         return runfiles.write_spec(spec, endpoint_url=endpoint, region=region)
+
+    def _collect(
+        self, workdir: Path, remote: bool, output_uri: str, endpoint: str | None, region: str | None
+    ) -> tuple[str, tuple[RunResult | None, str | None]]:
+        """The run's log and result (see ``runfiles.collect_result``); then its scratch is tidied."""
+        log_text = _read_log(workdir / LOG_FILE)
+        result = runfiles.collect_result(output_uri, endpoint_url=endpoint, region=region)
+        self._tidy(workdir, remote, output_uri, endpoint, region)
+        return log_text, result
 
     def _tidy(
         self, workdir: Path, remote: bool, output_uri: str, endpoint: str | None, region: str | None
@@ -233,20 +374,28 @@ class ProcessPodLauncher:
         self._next_cpu = (first + count) % len(self._cpus)
         return tuple(sorted(self._cpus[(first + i) % len(self._cpus)] for i in range(count)))
 
-    async def _supervise(self, child: Any, limit: int, timeout_s: int) -> _Watch:
-        """Wait for the child's exit without blocking the loop; kill its group at a limit or on cancel."""
+    async def _supervise(self, child: Any, report: Connection, limit: int, timeout_s: int) -> _Watch:
+        """Wait for the child's exit (or its report of it) without blocking the loop; kill its group at
+        a limit or on cancel."""
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[None] = loop.create_future()
+        watch = _Watch()
 
         def on_exit() -> None:
             loop.remove_reader(child.sentinel)
             if not exited.done():
                 exited.set_result(None)
 
+        def on_report() -> None:
+            loop.remove_reader(report.fileno())  # one message, or the end of the pipe
+            watch.reported = read_report(report)
+            if watch.reported is not None and not exited.done():
+                exited.set_result(None)
+
         loop.add_reader(child.sentinel, on_exit)
+        loop.add_reader(report.fileno(), on_report)
         self._running[child.pid] = exited
         deadline = time.monotonic() + timeout_s
-        watch = _Watch()
         try:
             while not exited.done():
                 rss = self._procs.group_rss(child.pid)
@@ -267,15 +416,23 @@ class ProcessPodLauncher:
             raise
         finally:
             loop.remove_reader(child.sentinel)
+            loop.remove_reader(report.fileno())
             self._running.pop(child.pid, None)
-        # whatever the run left behind in its group goes too (the group outlives its leader)
+        # whatever the run left behind in its group goes too (the group outlives its leader); a leader
+        # that reported is done, whatever is left of its exit
         _kill_group(child.pid, leader_running=False)
         child.poll()
         return watch
 
     async def aclose(self) -> None:
-        """Kill every run still going, then stop the fork server."""
+        """Kill every run still going and the standby child, then stop the fork server."""
         self._closed = True
+        if self._forking_standby is not None:
+            await asyncio.to_thread(self._forking_standby.join)
+        with self._standby_lock:
+            standby, self._standby = self._standby, None
+        if standby is not None:
+            await asyncio.to_thread(standby.discard)
         for pid in list(self._running):
             _kill_group(pid)
         if self._running:
