@@ -316,7 +316,8 @@ def _evaluate(estimator: Any, training: TrainingSet, model_spec: ModelSpec) -> _
             min_group_size=model_spec.fairness.min_group_size,
         )
     everything = pd.concat([training.X_train, training.X_test], ignore_index=True)
-    all_scores, _ = _scores(estimator, everything, task)
+    train_scores, _ = _scores(estimator, training.X_train, task)  # the test rows are scored already
+    all_scores = np.concatenate([train_scores, scores])
     reference_scores = all_scores if np.ndim(all_scores) == 1 else np.max(all_scores, axis=1)
     reference = build_reference(everything, reference_scores)
     return _Evaluation(_finite(metrics), fairness, reference)
