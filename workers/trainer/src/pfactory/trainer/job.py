@@ -342,7 +342,7 @@ def warm_up() -> bool:
 
     Imports leave much to first use: the timezone table, pydantic validators, pyarrow's cast and
     compute kernels, pandas conversions, scikit-learn's parameter validation and pandas output, the
-    metrics, fairlearn's frames, skops. A fork server that has run a job once hands that state to every
+    metrics and fairness rates, skops. A fork server that has run a job once hands that state to every
     run it forks; a standby child that runs one more has the pages a run writes already copied (see
     ``adapters/forkserver.py``). The job goes through the run's own steps: the spec and result files,
     the config, the feature partitions and labels of a store in the materialiser's layout, the

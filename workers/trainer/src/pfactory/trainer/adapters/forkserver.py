@@ -57,7 +57,6 @@ DEFAULT_PRELOAD = (  # what a training run imports; the entry's module is added 
     "sklearn.model_selection",
     "sklearn.calibration",
     "skops.io",
-    "fairlearn.metrics",
     "threadpoolctl",
     "pfactory.trainer.jobspec",
     "pfactory.trainer.runfiles",
