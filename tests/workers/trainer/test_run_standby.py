@@ -99,6 +99,16 @@ async def _ready_standby(launcher: ProcessPodLauncher) -> int:
     return pid
 
 
+async def _taken(launcher: ProcessPodLauncher, pid: int) -> None:
+    """Until a run has taken the standby ``pid``."""
+
+    def gone() -> bool:
+        standby = launcher._standby
+        return standby is None or standby.child.pid != pid
+
+    await _until(gone, f"a run to take the standby {pid}")
+
+
 async def test_a_run_takes_the_ready_standby_once_and_the_next_run_gets_a_new_one(
     tmp_path: Path, warmed: Path
 ) -> None:
@@ -152,16 +162,40 @@ async def test_a_standby_that_died_is_replaced_and_the_run_forks_its_own_child(t
         await launcher.aclose()
 
 
-async def test_a_standby_forked_while_a_run_is_going_does_not_warm_up(tmp_path: Path, warmed: Path) -> None:
+async def test_a_standby_forked_while_every_core_has_a_run_does_not_warm_up(
+    tmp_path: Path, warmed: Path
+) -> None:
     launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, standby_warm_up=True)
+    launcher._cpus = launcher._cpus[:1]  # a one-core machine: the run below occupies every core
     try:
         await launcher.start()
         idle = await _ready_standby(launcher)
         going = asyncio.create_task(_run(launcher, _spec(tmp_path, "sleep_forever")))  # takes the standby
-        outcome = await _run(launcher, _spec(tmp_path, "probe"))  # forks its own, ends while the other goes
-        assert outcome.ok, outcome
-        busy = await _ready_standby(launcher)
+        await _taken(launcher, idle)
+        busy = await _ready_standby(launcher)  # forked as the run got its child
+        assert busy != idle and not going.done()
         assert (warmed / str(idle)).exists() and not (warmed / str(busy)).exists()
+        going.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await going
+    finally:
+        await launcher.aclose()
+
+
+async def test_the_next_standby_warms_up_on_a_free_core_while_a_run_goes(
+    tmp_path: Path, warmed: Path
+) -> None:
+    """A run arriving right after the last one finds a warm child, not one still warming up."""
+    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, standby_warm_up=True)
+    assert len(launcher._cpus) >= 2, "this test needs two cores (CI runs on two)"
+    try:
+        await launcher.start()
+        first = await _ready_standby(launcher)
+        going = asyncio.create_task(_run(launcher, _spec(tmp_path, "sleep_forever")))  # takes the standby
+        await _taken(launcher, first)
+        second = await _ready_standby(launcher)
+        assert second != first and not going.done()  # ready while the first run still goes
+        assert (warmed / str(second)).exists()
         going.cancel()
         with pytest.raises(asyncio.CancelledError):
             await going

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
+import skops  # type: ignore[import-untyped]
 import skops.io as sio  # type: ignore[import-untyped]
 
 from pfactory.registry.errors import ArtifactIntegrityError, UntrustedTypeError
@@ -31,9 +35,27 @@ def sha256_hex(data: bytes) -> str:
 
 
 def dump_model(estimator: object) -> bytes:
-    """Serialise an estimator (any scikit-learn-compatible object) with skops."""
-    data: bytes = sio.dumps(estimator)
-    return data
+    """Serialise an estimator (any scikit-learn-compatible object) with skops.
+
+    The archive is what ``skops.io.dumps`` writes, except that ``schema.json`` is compact: skops indents
+    it, which sends ``json.dumps`` down its pure-Python encoder (a small pipeline's 190 KB schema took
+    ~15 ms to write, ~4 ms compact). Readers parse either form; a skops without the helpers used here
+    falls back to ``skops.io.dumps``.
+    """
+    try:
+        from skops.io._utils import SaveContext, get_state  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - another skops layout: its own (indented) writer
+        data: bytes = sio.dumps(estimator)
+        return data
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        context = SaveContext(zip_file=archive)
+        state = get_state(estimator, context)
+        context.clear_memo()
+        state["protocol"] = context.protocol
+        state["_skops_version"] = skops.__version__
+        archive.writestr("schema.json", json.dumps(state, separators=(",", ":")))
+    return buffer.getvalue()
 
 
 def is_allowed_type(type_name: str, prefixes: Sequence[str] = TRUSTED_MODULE_PREFIXES) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import tempfile
 import time
@@ -21,7 +20,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ import pyarrow.parquet as pq
 
 from pfactory.contracts.configs.metrics import TASK_METRICS, FairnessMetric, Task
 from pfactory.contracts.configs.model import ModelConfig, ModelSpec
-from pfactory.contracts.imports import ImportAllowlist, ImportSettings
+from pfactory.contracts.imports import ImportAllowlist, default_allowlist
 from pfactory.contracts.issues import ConfigError
 from pfactory.contracts.loader import load_config_dict
 from pfactory.features.drift import build_reference
@@ -185,21 +183,9 @@ def _read_config(spec: RunSpec) -> tuple[ModelSpec, ImportAllowlist]:
 
 
 def _allowlist() -> ImportAllowlist:
-    """The import allowlist of the ``PF_IMPORTS_*`` settings in the environment now.
-
-    Building one reads every installed package's entry points (~15 ms); a fork server builds it once
-    and its runs reuse it while their settings are the same, so a plugin installed later is allowed
-    once the trainer restarts (as its modules and package versions are read once too).
-    """
-    prefix = ImportSettings.model_config.get("env_prefix", "").upper()
-    settings = tuple(sorted((k.upper(), v) for k, v in os.environ.items() if k.upper().startswith(prefix)))
-    return _allowlist_for(settings)
-
-
-@cache
-def _allowlist_for(settings: tuple[tuple[str, str], ...]) -> ImportAllowlist:
-    """The allowlist ``ImportSettings()`` gives while the environment holds ``settings`` (the cache key)."""
-    return ImportAllowlist.from_settings(ImportSettings())
+    """The import allowlist of the ``PF_IMPORTS_*`` settings in the environment now (kept per process
+    by :func:`~pfactory.contracts.imports.default_allowlist`, so a fork server builds it once)."""
+    return default_allowlist()
 
 
 def _load_training_set(spec: RunSpec, model_spec: ModelSpec) -> TrainingSet:
@@ -281,7 +267,12 @@ def _scores(estimator: Any, frame: pd.DataFrame, task: Task) -> tuple[np.ndarray
 def _evaluate(estimator: Any, training: TrainingSet, model_spec: ModelSpec) -> _Evaluation:
 
     task = model_spec.task
-    scores, labels = _scores(estimator, training.X_test, task)
+    # One predict over train + test rows: the test rows' scores for the metrics, all of them for the
+    # score's drift reference (a pipeline's per-call overhead outweighs its per-row cost here).
+    everything = pd.concat([training.X_train, training.X_test], ignore_index=True)
+    all_scores, all_labels = _scores(estimator, everything, task)
+    n_train = len(training.X_train)
+    scores, labels = all_scores[n_train:], all_labels[n_train:]
     wanted = [model_spec.metrics.primary, *model_spec.metrics.report]
     metric_names = list(dict.fromkeys([*wanted, *model_spec.metrics.thresholds]))
     threshold = model_spec.fairness.decision_threshold if model_spec.fairness else 0.5
@@ -315,9 +306,6 @@ def _evaluate(estimator: Any, training: TrainingSet, model_spec: ModelSpec) -> _
             threshold=threshold,
             min_group_size=model_spec.fairness.min_group_size,
         )
-    everything = pd.concat([training.X_train, training.X_test], ignore_index=True)
-    train_scores, _ = _scores(estimator, training.X_train, task)  # the test rows are scored already
-    all_scores = np.concatenate([train_scores, scores])
     reference_scores = all_scores if np.ndim(all_scores) == 1 else np.max(all_scores, axis=1)
     reference = build_reference(everything, reference_scores)
     return _Evaluation(_finite(metrics), fairness, reference)

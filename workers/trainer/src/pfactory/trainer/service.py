@@ -139,10 +139,29 @@ class _Job:
     done: int = 0
     total: int = 1
     started: float = field(default_factory=time.monotonic)
+    statuses: asyncio.Task[None] | None = None
+    """The last progress status being published in the background (each waits for the one before)."""
 
     @property
     def spec(self) -> ModelSpec:
         return self.config.spec
+
+    def emit_soon(self, label: str, event: Event) -> None:
+        """Publish a progress status without waiting for the broker: the run goes on meanwhile, and
+        the statuses still leave in the order they were made. :meth:`flush` waits for them."""
+        previous = self.statuses
+
+        async def publish() -> None:
+            if previous is not None:
+                await previous
+            await self.emit(label, event)
+
+        self.statuses = asyncio.create_task(publish())
+
+    async def flush(self) -> None:
+        """Wait until every progress status is published (raises what a publish raised)."""
+        if self.statuses is not None:
+            await self.statuses
 
 
 def record_key(job_id: str) -> str:
@@ -180,7 +199,15 @@ def _failed(
 
 async def answer_train_request(request: TrainRequested, deps: TrainerDeps, emit: Emit) -> None:
     """Train one request end to end, publishing progress, then ``ModelTrained`` or ``TrainingFailed``."""
-    recorded = await _recorded(deps.artifacts, request.job_id)
+    # the record lookup (a store round trip) and the config check (CPU) overlap
+    lookup = asyncio.create_task(_recorded(deps.artifacts, request.job_id))
+    try:
+        config: ModelConfig | ConfigError = await asyncio.to_thread(
+            load_config_dict, request.config, expect=ModelConfig
+        )
+    except ConfigError as error:
+        config = error
+    recorded = await lookup
     if recorded is not None:
         log.info("job %s was trained before; answering from its record", request.job_id)
         await emit(
@@ -191,11 +218,9 @@ async def answer_train_request(request: TrainRequested, deps: TrainerDeps, emit:
         )
         await emit("answer-1", ModelTrained.model_validate(recorded["event"]))
         return
-    try:
-        config = load_config_dict(request.config, expect=ModelConfig)
-    except ConfigError as error:
+    if isinstance(config, ConfigError):
         for index, event in enumerate(
-            _failed(request, "received", f"the model config does not validate: {error}")
+            _failed(request, "received", f"the model config does not validate: {config}")
         ):
             await emit(f"failed-{index}", event)
         return
@@ -203,10 +228,16 @@ async def answer_train_request(request: TrainRequested, deps: TrainerDeps, emit:
     heartbeat = asyncio.create_task(_heartbeat(job))
     try:
         events = await _train(job)
+    except BaseException:  # the request will be redelivered: its pending statuses are moot
+        if job.statuses is not None:
+            job.statuses.cancel()
+        raise
     finally:
         heartbeat.cancel()
-    for index, event in enumerate(events):
-        await emit(f"answer-{index}", event)
+    await job.flush()
+    # the final status and the answer go to different topics: published together (the gateway's job
+    # record never moves back to an older state, whichever it reads first)
+    await asyncio.gather(*(emit(f"answer-{index}", event) for index, event in enumerate(events)))
 
 
 async def _recorded(artifacts: ArtifactStore, job_id: str) -> dict[str, Any] | None:
@@ -274,7 +305,7 @@ async def _run(job: _Job, spec: RunSpec) -> TrialOutcome:
     trial = TrialOutcome(spec.run_id, dict(spec.params), outcome, result, spec.output_uri)
     job.done += 1
     status = "finished" if trial.ok else f"failed: {trial.reason}"
-    await job.emit(
+    job.emit_soon(
         f"run-{spec.run_id}",
         _status(
             job.request.job_id,
@@ -296,7 +327,7 @@ async def _train(job: _Job) -> list[Event]:
     trials = expand_trials(sweep, seed=spec.training.split.seed) if sweep else [{}]
     ensemble = sweep is not None and sweep.selection.mode is SelectionMode.TOP_K_ENSEMBLE
     job.total = len(trials) + (1 if ensemble else 0)
-    await job.emit(
+    job.emit_soon(
         "started",
         _status(
             request.job_id,
@@ -391,18 +422,20 @@ async def _stage(
     result = chosen.result
     assert result is not None and result.sha256 is not None
     endpoint = deps.feature_store.endpoint_url
-    data = await asyncio.to_thread(runfiles.read_bytes, chosen.output_uri, MODEL_FILE, endpoint_url=endpoint)
-    staged = await stage_model(deps.artifacts, request.job_id, data)
+    data, reference = await asyncio.gather(
+        asyncio.to_thread(runfiles.read_bytes, chosen.output_uri, MODEL_FILE, endpoint_url=endpoint),
+        asyncio.to_thread(runfiles.read_bytes, chosen.output_uri, REFERENCE_FILE, endpoint_url=endpoint),
+    )
+    staged, stored_reference = await asyncio.gather(
+        stage_model(deps.artifacts, request.job_id, data),
+        deps.artifacts.put(reference_key(request.job_id), reference),
+    )
     if staged.sha256 != result.sha256:
         reason = (
             f"the model written by {chosen.run_id} changed before staging (sha256 {result.sha256} reported, "
             f"{staged.sha256} read); train again"
         )
         return _failed(request, "staging", reason, {"training": summary})
-    reference = await asyncio.to_thread(
-        runfiles.read_bytes, chosen.output_uri, REFERENCE_FILE, endpoint_url=endpoint
-    )
-    stored_reference = await deps.artifacts.put(reference_key(request.job_id), reference)
     metrics = dict(result.metrics)
     if job.spec.sweep is not None:
         metrics["sweep"] = {

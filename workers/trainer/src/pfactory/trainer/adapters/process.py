@@ -12,10 +12,12 @@ fork server: that is what a pod's memory limit charges too, so a limit means the
 
 The launcher keeps one standby child forked ahead (see :func:`~.forkserver.standby_child`): a run
 takes it once it is ready, so the fork and the child's first steps are off the run's critical path,
-and a new one is forked when a run ends. A standby runs one run at most and is never reused; while
-none is ready a run forks its own child as before. A standby forked while no run is going also runs
-the entry's ``warm_up()``, so the pages a run writes are its own before the run comes; one forked
-while runs are going does not, so that it never takes CPU from them. A child reports its exit
+and the next one is forked as soon as a run has its child (or when a run ends, if that fork could
+not happen). A standby runs one run at most and is never reused; while none is ready a run forks its
+own child as before. A standby forked while a core has no run on it also runs the entry's
+``warm_up()`` there, so the pages a run writes are its own before the run comes (a run arriving right
+after the last one finds it ready); one forked while every core has a run does not, so that it never
+takes CPU from them. A child reports its exit
 status on a pipe once its entry has returned: the launcher does not wait for the kernel to tear the
 process down.
 """
@@ -183,8 +185,8 @@ class ProcessPodLauncher:
             poll_interval: seconds between memory and time checks.
             address_space_limit: also cap the child's address space at its start size + the limit.
             standby: keep a child forked ahead for the next run (False: fork each run as it starts).
-            standby_warm_up: let a standby forked while no run is going call the entry module's
-                ``warm_up()`` before it says it is ready.
+            standby_warm_up: let a standby forked while a core has no run on it call the entry
+                module's ``warm_up()`` before it says it is ready.
         """
         self._scratch_root = scratch_root
         self._entry = entry
@@ -204,6 +206,7 @@ class ProcessPodLauncher:
         self._standby_lock = threading.Lock()
         self._forking_standby: threading.Thread | None = None  # a thread: it outlives any one event loop
         self._active = 0
+        self._busy_cores = 0  # cores the running children are pinned to, counted with repeats
 
     async def start(self) -> None:
         """Start the fork server and wait for its preloads, so the first run is warm too."""
@@ -217,11 +220,14 @@ class ProcessPodLauncher:
         if self._closed:
             raise RuntimeError("this ProcessPodLauncher is closed; build a new one")
         async with self._slots or contextlib.nullcontext():
+            cores = min(len(self._cpus), max(1, math.ceil(resources.cpu)))
             self._active += 1
+            self._busy_cores += cores
             try:
                 outcome = await self._run(spec, resources)
             finally:
                 self._active -= 1
+                self._busy_cores -= cores
         self._want_standby()  # for the next run
         return outcome
 
@@ -254,6 +260,7 @@ class ProcessPodLauncher:
             child.close()
             report.close()
             raise
+        self._want_standby()  # the next run's child, forked (and warmed on a free core) while this one goes
         try:
             watch = await self._supervise(child, report, limit, resources.timeout_seconds)
         finally:
@@ -315,8 +322,8 @@ class ProcessPodLauncher:
             return
         if self._forking_standby is not None and self._forking_standby.is_alive():
             return
-        # warming up costs a small run's CPU: only while no run is going, so that it never slows one
-        warm_up = self._standby_warm_up and self._active == 0
+        # warming up costs a small run's CPU: only on a core no run is pinned to, so it never slows one
+        warm_up = self._standby_warm_up and self._busy_cores < len(self._cpus)
         self._forking_standby = threading.Thread(
             target=self._fork_standby, args=(warm_up,), name="pf-fork-standby", daemon=True
         )
