@@ -18,6 +18,7 @@ async def test_openapi_lists_every_path_with_security_and_errors(gateway_setting
         "/v1/scoring-runs/{run_id}",
         "/v1/keys",
         "/v1/keys/{key_id}",
+        "/v1/alerts",
         "/health",
         "/ready",
         "/v1/models",

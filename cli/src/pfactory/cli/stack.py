@@ -115,7 +115,19 @@ WORKERS: tuple[ServiceSpec, ...] = (
         {"PF_REGISTRY_DATA_DIR": "{home}/registry"},
         fetch_max_wait_ms=20,
     ),
-    ServiceSpec("scheduler", "pfactory.scheduler", 8104, "PF_SCHEDULER_HEALTH_PORT", fetch_max_wait_ms=250),
+    # the scheduler approves, takes live and archives versions in the registry; without Airflow it runs
+    # the schedules itself (PF_SCHEDULER_DAGS_FOLDER set: it writes DAG files there instead)
+    ServiceSpec(
+        "scheduler",
+        "pfactory.scheduler",
+        8104,
+        "PF_SCHEDULER_HEALTH_PORT",
+        {
+            "PF_REGISTRY_DATA_DIR": "{home}/registry",
+            "PF_SCHEDULER_STATE_DIR": "{home}/scheduler",
+        },
+        fetch_max_wait_ms=250,
+    ),
     # the scorer reads the registry and the partitions, and writes predictions/ under the home
     ServiceSpec(
         "scorer",

@@ -19,7 +19,17 @@ from pfactory.gateway.errors import ApiError, api_error_handler
 from pfactory.gateway.feature_catalog import apply_feature_envelope
 from pfactory.gateway.outbox import OutboxRelay
 from pfactory.gateway.registry_feed import RegistryFeed
-from pfactory.gateway.routes import aliases, feature_sets, health, jobs, keys, lineage, models, scoring
+from pfactory.gateway.routes import (
+    alerts,
+    aliases,
+    feature_sets,
+    health,
+    jobs,
+    keys,
+    lineage,
+    models,
+    scoring,
+)
 from pfactory.gateway.settings import GatewaySettings
 from pfactory.gateway.sink import EnvelopeSink, StatusFeed
 from pfactory.gateway.status import apply_status_envelope
@@ -255,5 +265,6 @@ def create_app(
     app.include_router(feature_sets.router)
     app.include_router(lineage.router)
     app.include_router(keys.router)
+    app.include_router(alerts.router)
     app.include_router(health.router)
     return app

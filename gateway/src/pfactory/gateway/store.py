@@ -113,6 +113,9 @@ class JobStore(Protocol):
 class Outbox(Protocol):
     """Envelopes accepted but not yet confirmed published."""
 
+    async def enqueue(self, envelope: Envelope, topic: str, key: str | None) -> None:
+        """Store an envelope to publish that belongs to no job (an alert raised through the API)."""
+
     async def pending(self, limit: int) -> list[OutboxRow]:
         """Return unpublished rows in the order they were written."""
 

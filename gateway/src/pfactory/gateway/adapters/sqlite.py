@@ -290,6 +290,16 @@ class SqliteGatewayStore(SqliteFeatureCatalog):
             for row in rows
         ]
 
+    async def enqueue(self, envelope: Envelope, topic: str, key: str | None) -> None:
+        """Insert an outbox row alone."""
+        raw, now = envelope.model_dump_json(), _now()
+        await self._tx(
+            lambda c: c.execute(
+                "INSERT INTO outbox (envelope, topic, key, created_at) VALUES (?, ?, ?, ?)",
+                (raw, topic, key, now),
+            )
+        )
+
     async def mark_published(self, row_id: int) -> None:
         """Stamp the row published."""
         await self._run(

@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from pfactory.contracts.cron import CronError, parse_cron
 from pfactory.contracts.imports import (
     IMPORT_PATH_PATTERN,
     ImportAllowlist,
@@ -212,6 +213,10 @@ def _check_cron(value: str) -> str:
         problem = _cron_field_problem(field_text, name, low, high)
         if problem:
             raise config_error("invalid_cron", f"cron expression '{value}': {problem}")
+    try:  # what the syntax allows but no schedule can mean: a name in the wrong field, 30 February
+        parse_cron(text)
+    except CronError as error:
+        raise config_error("invalid_cron", str(error)) from None
     return " ".join(fields)
 
 

@@ -1,0 +1,1 @@
+"""The scheduler's adapters: one module per external system (DAG folders and buckets)."""
