@@ -7,14 +7,18 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pfactory.contracts.cron import local_midnight, parse_cron
 from pfactory.registry.dynamodb import DynamoDBVersionIndex
-from pfactory.registry.model import ModelVersion, VersionStatus
+from pfactory.registry.model import AuditEntry, ModelVersion, VersionStatus
 from pfactory.registry.settings import DynamoDBVersionIndexSettings
 from pfactory.registry.sqlite import SqliteVersionIndex
 from pfactory.registry.wiring import RegistryIndex
@@ -143,3 +147,36 @@ class TestDeploymentOnDynamoDB(DeploymentContract):
         async with DynamoDBVersionIndex(settings) as index:
             await index.create_table()
             yield index
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    approved=st.datetimes(
+        min_value=datetime(2005, 1, 1), max_value=datetime(2035, 12, 31), timezones=st.just(UTC)
+    ),
+    zone_name=st.sampled_from(
+        ["UTC", "Europe/London", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+    ),
+    cron=st.sampled_from(["0 6 * * *", "30 2 * * *", "0 0 * * *", "45 23 * * 1-5", "@hourly"]),
+)
+def test_the_next_day_rule_in_any_zone(approved: datetime, zone_name: str, cron: str) -> None:
+    """Live from the local day after approval: not a second earlier, and no firing before that day."""
+    zone = ZoneInfo(zone_name)
+    entry = AuditEntry(
+        at=approved, actor="risk-officer", action="transition", from_="candidate", to="approved"
+    )
+    version = make_version(
+        PAIR,
+        1,
+        "job",
+        status=VersionStatus.APPROVED,
+        audit=(entry,),
+        config=_config(scoring={"schedule": cron, "timezone": zone_name}),
+    )
+    starts = deploy.live_from(version)
+    assert starts == approved.astimezone(zone).date() + timedelta(days=1)
+    midnight = local_midnight(starts, zone)
+    assert deploy.due(version, midnight) and not deploy.due(version, midnight - timedelta(seconds=1))
+    assert not deploy.due(version, approved)
+    first = parse_cron(cron).next_after(midnight - timedelta(microseconds=1), zone)
+    assert first.astimezone(zone).date() >= starts
