@@ -171,6 +171,7 @@ def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
     assert read_stack_state(stack.home) is None
 
 
+@pytest.mark.timeout(600)  # the whole demo: ~170 s on a quiet 2-core machine, more under load
 def test_demo_materialises_trains_registers_and_says_what_it_registered(tmp_path: Path) -> None:
     home = tmp_path / ".pfactory"
     result = CliRunner().invoke(app, ["demo", "--home", str(home), "--examples", str(EXAMPLES)])

@@ -30,7 +30,11 @@ from typer.testing import CliRunner
 from pfactory.cli.main import app
 from pfactory.cli.stack import Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    pytest.mark.timeout(600),
+]  # a stack and a 12-trial sweep
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MODEL = "credit-default"

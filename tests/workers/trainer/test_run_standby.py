@@ -28,6 +28,10 @@ from tests.workers.trainer import isolation_entries
 ENTRY = "tests.workers.trainer.test_run_standby:entry"
 WARMED = "PF_TEST_STANDBY_WARMED"
 
+LIGHT = ("pfactory.trainer.jobspec", "pfactory.trainer.runfiles")
+"""What these entries need: the standby mechanics do not depend on scikit-learn being preloaded, and a
+fork server without it starts in a second instead of several."""
+
 
 def entry(argv: list[str]) -> int:
     """The runs' entry: the isolation entries, by ``spec.params.behaviour``, or ``linger``."""
@@ -112,7 +116,7 @@ async def _taken(launcher: ProcessPodLauncher, pid: int) -> None:
 async def test_a_run_takes_the_ready_standby_once_and_the_next_run_gets_a_new_one(
     tmp_path: Path, warmed: Path
 ) -> None:
-    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY)
+    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, preload=LIGHT)
     try:
         await launcher.start()
         first = await _ready_standby(launcher)
@@ -133,7 +137,7 @@ async def test_a_run_takes_the_ready_standby_once_and_the_next_run_gets_a_new_on
 
 
 async def test_a_run_is_over_when_its_entry_returns_even_if_its_process_lingers(tmp_path: Path) -> None:
-    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY)
+    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, preload=LIGHT)
     try:
         await launcher.start()
         started = time.monotonic()
@@ -147,7 +151,7 @@ async def test_a_run_is_over_when_its_entry_returns_even_if_its_process_lingers(
 
 
 async def test_a_standby_that_died_is_replaced_and_the_run_forks_its_own_child(tmp_path: Path) -> None:
-    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY)
+    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, preload=LIGHT)
     try:
         await launcher.start()
         dead = await _ready_standby(launcher)
@@ -165,7 +169,7 @@ async def test_a_standby_that_died_is_replaced_and_the_run_forks_its_own_child(t
 async def test_a_standby_forked_while_every_core_has_a_run_does_not_warm_up(
     tmp_path: Path, warmed: Path
 ) -> None:
-    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, standby_warm_up=True)
+    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, preload=LIGHT, standby_warm_up=True)
     launcher._cpus = launcher._cpus[:1]  # a one-core machine: the run below occupies every core
     try:
         await launcher.start()
@@ -186,7 +190,7 @@ async def test_the_next_standby_warms_up_on_a_free_core_while_a_run_goes(
     tmp_path: Path, warmed: Path
 ) -> None:
     """A run arriving right after the last one finds a warm child, not one still warming up."""
-    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, standby_warm_up=True)
+    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, preload=LIGHT, standby_warm_up=True)
     assert len(launcher._cpus) >= 2, "this test needs two cores (CI runs on two)"
     try:
         await launcher.start()
@@ -204,7 +208,7 @@ async def test_the_next_standby_warms_up_on_a_free_core_while_a_run_goes(
 
 
 async def test_closing_the_launcher_ends_its_standby_and_a_closed_launcher_forks_none(tmp_path: Path) -> None:
-    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY)
+    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, preload=LIGHT)
     await launcher.start()
     standby = await _ready_standby(launcher)
     await launcher.aclose()
@@ -213,7 +217,7 @@ async def test_closing_the_launcher_ends_its_standby_and_a_closed_launcher_forks
 
 
 async def test_without_standby_each_run_forks_its_own_child(tmp_path: Path) -> None:
-    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, standby=False)
+    launcher = ProcessPodLauncher(tmp_path / "scratch", entry=ENTRY, preload=LIGHT, standby=False)
     try:
         await launcher.start()
         outcome = await _run(launcher, _spec(tmp_path, "probe"))
