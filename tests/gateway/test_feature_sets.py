@@ -311,6 +311,35 @@ async def test_partition_statistics_and_reports_come_from_the_store(
         assert (await client.get("/v1/feature-sets/credit_features/versions/9/partitions")).status_code == 404
 
 
+async def test_a_materialisation_with_an_idempotency_key_is_started_once(
+    client: httpx.AsyncClient, sink: RecordingSink
+) -> None:
+    await submit(client)
+    body, key = (
+        {"start_ds": "2024-01-02"},
+        {"Idempotency-Key": "pf_materialise__credit_features_1-2024-01-02"},
+    )
+    first = await client.post(f"{VERSION_URL}/materialisations", json=body, headers=key)
+    again = await client.post(f"{VERSION_URL}/materialisations", json=body, headers=key)
+    assert (first.status_code, again.status_code) == (202, 200), again.text
+    assert first.json()["job_id"] == again.json()["job_id"] == key["Idempotency-Key"]
+    assert (first.json()["replayed"], again.json()["replayed"]) == (False, True)
+    await eventually(lambda: bool(sink.for_job(key["Idempotency-Key"])), what="the request to be published")
+    assert len(sink.for_job(key["Idempotency-Key"])) == 1  # one job, one request event
+    other = await client.post(
+        "/v1/jobs", content=FS_YAML.replace("credit_features", "other_features"), headers=YAML
+    )
+    assert other.status_code == 202
+    reused = await client.post(
+        "/v1/feature-sets/other_features/versions/3/materialisations", json=body, headers=key
+    )
+    assert reused.status_code == 409 and reused.json()["code"] == "idempotency_key_reused"
+    bad = await client.post(
+        f"{VERSION_URL}/materialisations", json=body, headers={"Idempotency-Key": "no spaces"}
+    )
+    assert bad.status_code == 422
+
+
 async def test_materialisations_start_a_job_from_the_registered_config(
     client: httpx.AsyncClient, sink: RecordingSink
 ) -> None:

@@ -26,6 +26,7 @@ async def test_yaml_model_is_accepted_and_its_train_request_published(
             "name": "credit-default",
             "status": "accepted",
             "location": f"/v1/jobs/{job_id}",
+            "replayed": False,
         }
         assert response.headers["Location"] == f"/v1/jobs/{job_id}"
 

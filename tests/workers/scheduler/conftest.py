@@ -78,7 +78,16 @@ class FakeGateway:
                 return 200, {"run_id": run["run_id"], "status": run["status"], "replayed": True}
             return 202, self._new_run(request.body or {}, key)
         if method == "POST" and re.fullmatch(r"/v1/feature-sets/[^/]+/versions/[^/]+/materialisations", path):
-            run = self._new_run(request.body or {}, "")
+            key = request.headers.get("idempotency-key", "")
+            if key in self.keys:
+                job = self.runs[self.keys[key]]
+                return 200, {
+                    "job_id": job["run_id"],
+                    "kind": "materialise",
+                    "status": job["status"],
+                    "replayed": True,
+                }
+            run = self._new_run(request.body or {}, key)
             return 202, {"job_id": run["run_id"], "kind": "materialise", "status": "accepted"}
         if method == "GET" and (found := re.fullmatch(r"/v1/(?:scoring-runs|jobs)/([^/]+)", path)):
             polled = self.runs.get(found[1])

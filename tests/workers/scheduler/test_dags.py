@@ -484,6 +484,7 @@ def test_dags_test_materialises_the_local_day(
     assert code == 0, output[-6000:]
     (started,) = gateway.calls("POST", "/v1/feature-sets/credit%20features/versions/3/materialisations")
     assert started.body == {"start_ds": "2026-03-10", "end_ds": "2026-03-10"}
+    assert started.headers["idempotency-key"] == f"{spec.dag_id}-2026-03-10"  # a retry finds this job
     MaterialisationCreate.model_validate(started.body)
     assert len(gateway.calls("GET", "/v1/jobs/run-1")) == 2  # running, then succeeded
     assert gateway.runs["run-1"]["status"] == "succeeded"

@@ -38,8 +38,14 @@ class JobCreated(BaseModel):
     job_id: str = Field(description="The job's id (also the correlation id of every event of the job).")
     kind: JobKind = Field(description="materialise (FeatureSet) or train (Model).")
     name: str = Field(description="metadata.name of the submitted config.")
-    status: Literal[JobStatus.ACCEPTED] = Field(description="Always 'accepted' at submission.")
+    status: JobStatus = Field(
+        description="'accepted' at submission; a replayed request (same Idempotency-Key) shows the job's status now."
+    )
     location: str = Field(description="URL of the job, same as the Location header.")
+    replayed: bool = Field(
+        default=False,
+        description="True when an Idempotency-Key named a job that already existed (answer 200).",
+    )
 
 
 class ProgressPublic(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -46,3 +47,11 @@ def settings_of(request: Request) -> GatewaySettings:
     """The app's settings."""
     settings: GatewaySettings = request.app.state.settings
     return settings
+
+
+def idempotency_lock(request: Request) -> asyncio.Lock:
+    """One lock per app: the look-up of an idempotency key and the insert of its job must not interleave."""
+    lock: asyncio.Lock | None = getattr(request.app.state, "idempotency_lock", None)
+    if lock is None:
+        lock = request.app.state.idempotency_lock = asyncio.Lock()
+    return lock

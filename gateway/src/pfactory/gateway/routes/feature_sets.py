@@ -7,8 +7,9 @@ import binascii
 from datetime import date, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
+from pfactory.contracts.events import JobKind
 from pfactory.contracts.issues import ConfigError
 from pfactory.gateway import registry_access as ra
 from pfactory.gateway.adapters.partitions import PartitionReader, join_root, partition_path
@@ -30,9 +31,10 @@ from pfactory.gateway.feature_schemas import (
     PartitionDetailPublic,
     PartitionsSummaryPublic,
 )
-from pfactory.gateway.routes.common import AUTH_ERRORS, INVALID, settings_of, store_of
+from pfactory.gateway.routes.common import AUTH_ERRORS, INVALID, idempotency_lock, settings_of, store_of
 from pfactory.gateway.routes.jobs import accept_submission, config_error
 from pfactory.gateway.schemas import ErrorPublic, JobCreated
+from pfactory.gateway.scoring_schemas import RUN_ID_PATTERN
 from pfactory.gateway.store import ApiKeyRecord
 from pfactory.gateway.submission import validate_submission
 
@@ -338,12 +340,18 @@ async def get_lineage(request: Request, name: str, version: str, _key: Reader) -
     response_model=JobCreated,
     summary="Materialise or backfill days of a registered version",
     description="Starts a materialise job from the version's registered config for `start_ds`..`end_ds` "
-    "(the same job and outbox path as `POST /v1/jobs`). Needs the `submit` scope.",
+    "(the same job and outbox path as `POST /v1/jobs`). With an `Idempotency-Key` header the key is the "
+    "job id, and a retry with it returns that job (200, `replayed: true`) instead of starting another. "
+    "Needs the `submit` scope.",
     responses={
         **AUTH_ERRORS,
         **INVALID,
         **NOT_FOUND,
-        409: {"model": ErrorPublic, "description": "The version was never registered with a config."},
+        200: {"model": JobCreated, "description": "The job an Idempotency-Key already started (replay)."},
+        409: {
+            "model": ErrorPublic,
+            "description": "The version was never registered with a config, or the key names another job.",
+        },
     },
 )
 async def materialise(
@@ -353,6 +361,48 @@ async def materialise(
     version: str,
     body: MaterialisationCreate,
     key: Submitter,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=RUN_ID_PATTERN,
+            description="Retries with the same key return the first job instead of starting another.",
+        ),
+    ] = None,
+) -> JobCreated:
+    async with idempotency_lock(request):
+        if idempotency_key is not None:
+            existing = await store_of(request).get_job(idempotency_key)
+            if existing is not None:
+                if existing.kind is not JobKind.MATERIALISE or existing.name != name:
+                    raise ApiError(
+                        409,
+                        "idempotency_key_reused",
+                        f"Idempotency-Key {idempotency_key} already names a {existing.kind} job of "
+                        f"{existing.name}; use a new key for this request",
+                    )
+                response.status_code = 200
+                base = (settings_of(request).public_base_url or "").rstrip("/")
+                response.headers["Location"] = location = f"{base}/v1/jobs/{existing.job_id}"
+                return JobCreated(
+                    job_id=existing.job_id,
+                    kind=existing.kind,
+                    name=existing.name,
+                    status=existing.status,
+                    location=location,
+                    replayed=True,
+                )
+        return await _materialise(request, response, name, version, body, key, idempotency_key)
+
+
+async def _materialise(
+    request: Request,
+    response: Response,
+    name: str,
+    version: str,
+    body: MaterialisationCreate,
+    key: ApiKeyRecord,
+    job_id: str | None,
 ) -> JobCreated:
     record = await _version_or_404(request, name, version)
     if record.config is None:
@@ -370,5 +420,5 @@ async def materialise(
     except ConfigError as error:
         raise config_error(error, detail="the registered config no longer loads") from error
     return await accept_submission(
-        request, response, config, submitted_by=key.name, start=body.start_ds, end=end
+        request, response, config, submitted_by=key.name, start=body.start_ds, end=end, job_id=job_id
     )

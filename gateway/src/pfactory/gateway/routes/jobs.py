@@ -194,14 +194,16 @@ async def accept_submission(
     submitted_by: str | None,
     start: date | None,
     end: date | None,
+    job_id: str | None = None,
 ) -> JobCreated:
     """Store a validated config's job with its request event (one transaction) and wake the relay.
 
     A FeatureSet is first registered in the feature-set catalog; a different config under a
-    registered name + version is refused with 409 before any job exists.
+    registered name + version is refused with 409 before any job exists. ``job_id`` (an idempotency
+    key) names the job; a new id otherwise.
     """
     store = store_of(request)
-    job_id = new_id()
+    job_id = job_id or new_id()
     now = datetime.now(UTC)
     if config.kind is JobKind.MATERIALISE:
         registration = FeatureSetRegistration.from_document(

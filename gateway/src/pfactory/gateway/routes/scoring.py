@@ -6,7 +6,6 @@ and published by the outbox relay; the scorer's ``JobStatusChanged`` events move
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
@@ -17,7 +16,14 @@ from pfactory.contracts.events import Envelope, JobKind, JobStatus, ScoringReque
 from pfactory.gateway import registry_access as ra
 from pfactory.gateway.auth import Scope, require_scope
 from pfactory.gateway.errors import ApiError
-from pfactory.gateway.routes.common import AUTH_ERRORS, INVALID, relay_of, settings_of, store_of
+from pfactory.gateway.routes.common import (
+    AUTH_ERRORS,
+    INVALID,
+    idempotency_lock,
+    relay_of,
+    settings_of,
+    store_of,
+)
 from pfactory.gateway.routes.jobs import PRODUCER, page_of_jobs
 from pfactory.gateway.schemas import ErrorPublic, ProgressPublic
 from pfactory.gateway.scoring_schemas import (
@@ -45,14 +51,6 @@ _SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
         "Idempotency-Key already names a different request.",
     },
 }
-
-
-def _lock_of(request: Request) -> asyncio.Lock:
-    """One lock per app: the look-up of an idempotent id and the insert of its job must not interleave."""
-    lock: asyncio.Lock | None = getattr(request.app.state, "scoring_lock", None)
-    if lock is None:
-        lock = request.app.state.scoring_lock = asyncio.Lock()
-    return lock
 
 
 async def _resolve_target(request: Request, body: ScoringRunCreate) -> PairKey:
@@ -211,7 +209,7 @@ async def start_scoring_run(
     location = f"{base}/v1/scoring-runs/{run_id}"
     response.headers["Location"] = location
     store = store_of(request)
-    async with _lock_of(request):
+    async with idempotency_lock(request):
         existing = await store.get_job(run_id) if chosen else None
         if existing is not None:
             _replay(existing, asked, run_id)

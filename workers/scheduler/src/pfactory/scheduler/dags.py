@@ -201,6 +201,7 @@ def render_materialisation_dag(spec: MaterialisationDagSpec) -> str:
         "MODEL_NAME": None,
         "SENSOR_POKE_S": spec.poke_s,
         "SENSOR_TIMEOUT_S": spec.sensor_timeout_s,
+        "IDEMPOTENCY_PREFIX": _idempotency_prefix(spec.dag_id),
     }
     return _assemble(spec.dag_id, "materialisation", constants, _MATERIALISATION_TASKS)
 
@@ -654,14 +655,24 @@ with DAG(
 _MATERIALISATION_TASKS = '''
 
 def start_materialisation(**context):
-    """Start the materialisation of the day's partition; returns the job id (XCom)."""
+    """Start (or find) the materialisation of the day's partition; returns the job id (XCom)."""
     ds = _ds(context)
     path = "/v1/feature-sets/" + _quote(FEATURE_SET_NAME) + "/versions/" + _quote(FEATURE_SET_VERSION) + "/materialisations"
-    status, document, text = _call("POST", path, {"start_ds": ds, "end_ds": ds})
-    if status not in (200, 202) or "job_id" not in document:
-        raise _refused("POST", path, status, text, "starting the materialisation of " + ds)
-    log.info("materialisation job %s for %s", document["job_id"], ds)
-    return document["job_id"]
+    for attempt in range(MAX_NEW_RUNS):
+        # The same key on a retry returns the job the first attempt started instead of a second job.
+        key = IDEMPOTENCY_PREFIX + "-" + ds + ("-r" + str(attempt) if attempt else "")
+        status, document, text = _call("POST", path, {"start_ds": ds, "end_ds": ds}, {"Idempotency-Key": key})
+        if status not in (200, 202) or "job_id" not in document:
+            raise _refused("POST", path, status, text, "starting the materialisation of " + ds)
+        if document.get("replayed") and document.get("status") == "failed":
+            log.info("materialisation job %s (key %s) failed earlier; starting a new one", document["job_id"], key)
+            continue
+        log.info("materialisation job %s for %s (key %s, replayed=%s)", document["job_id"], ds, key, document.get("replayed"))
+        return document["job_id"]
+    raise AirflowFailException(
+        str(MAX_NEW_RUNS) + " materialisations of " + FEATURE_SET_NAME + "@" + FEATURE_SET_VERSION + " for " + ds
+        + " failed; see GET " + API_URL + "/v1/jobs"
+    )
 
 
 def wait_for_materialisation(**context):
