@@ -12,7 +12,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,16 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from pfactory.bus import BusSettings, EventPublisher, build_broker
-from pfactory.bus.embedded import free_port
 from pfactory.contracts.events import JobStatus, JobStatusChanged
 from pfactory.gateway.app import create_app
 from pfactory.gateway.auth import new_api_key
 from pfactory.gateway.settings import GatewaySettings
 from pfactory.registry.wiring import build_registry
 from tests.gateway.registry_support import BUREAU_PAIR, LIMIT_PAIR, PAIR, make_live, seed
+from tests.utils.servers import running_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -62,28 +60,8 @@ def served(tmp_path: Path, bus_settings: BusSettings) -> Iterator[Served]:
         data_dir=tmp_path / "gateway", bootstrap_admin_key=key, bus_enabled=False, outbox_poll_interval_s=0.05
     )
     asyncio.run(_seed(settings))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, bus=bus_settings),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            ws="none",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="test-gateway", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test gateway did not start within 30 s")
-        time.sleep(0.02)
-    try:
-        yield Served(f"http://127.0.0.1:{port}", key, tmp_path, bus_settings)
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with running_asgi(create_app(settings, bus=bus_settings), what="gateway") as url:
+        yield Served(url, key, tmp_path, bus_settings)
 
 
 @dataclass

@@ -10,10 +10,7 @@ the day's feature partition, its run is scored, and the predictions file is on d
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,10 +18,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-import uvicorn
 
 from pfactory.bus.broker import ensure_topics
-from pfactory.bus.embedded import free_port
 from pfactory.bus.settings import BusSettings
 from pfactory.contracts.events import DeploymentScheduled, Event, VersionArchived
 from pfactory.gateway.app import create_app
@@ -36,6 +31,7 @@ from pfactory.scheduler.adapters.dag_writer import LocalDagWriter
 from pfactory.scheduler.airflow import AirflowDags
 from pfactory.scheduler.service import Scheduler
 from pfactory.scorer.batch import PREDICTIONS_FILE
+from tests.utils.servers import running_asgi
 from tests.workers.scheduler.airflow_env import AirflowEnv
 from tests.workers.scorer.credit_model import MODEL_NAME, PAIR, fit_and_register
 from tests.workers.support import http_status, running_worker, wait_for
@@ -44,26 +40,6 @@ from tests.workers.trainer.credit_data import EXAMPLES, write_credit_store
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 LONDON = ZoneInfo("Europe/London")  # the example model's scoring zone: 06:00 London
-
-
-def _serve_gateway(settings: GatewaySettings, bus: BusSettings) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, bus=bus), host="127.0.0.1", port=port, log_level="warning", ws="none"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="e2e-gateway", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 async def _second_version(registry_dir: Path) -> int:
@@ -113,9 +89,7 @@ def test_a_new_version_gets_a_dag_goes_live_the_next_day_and_airflow_scores_with
     )
     dags_folder = tmp_path / "dags"
     scorer_env = {"PF_REGISTRY_DATA_DIR": str(registry_dir), "PF_SCORER_STORE_ROOT": str(store)}
-    gateway = _serve_gateway(settings, bus_settings)
-    url = next(gateway)
-    try:
+    with running_asgi(create_app(settings, bus=bus_settings), what="gateway") as url:
         submitted = httpx.post(
             f"{url}/v1/jobs",
             content=(EXAMPLES / "credit_features.yaml").read_bytes(),
@@ -181,5 +155,3 @@ def test_a_new_version_gets_a_dag_goes_live_the_next_day_and_airflow_scores_with
         ).json()
         [ours] = [r for r in runs["data"] if r["model"] == MODEL_NAME]
         assert ours["status"] == "succeeded" and ours["ds"] == str(tomorrow), ours
-    finally:
-        next(gateway, None)

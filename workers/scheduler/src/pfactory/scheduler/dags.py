@@ -565,6 +565,42 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(seconds=EXECUTION_TIMEOUT_S),
     "on_failure_callback": _on_failure,
 }
+
+def _dag():
+    """The DAG with the schedule, defaults and documentation above."""
+    return DAG(
+        dag_id=DAG_ID,
+        schedule=CronTriggerTimetable(CRON, timezone=TIMEZONE),
+        start_date=pendulum.datetime(*START_DATE, tz=TIMEZONE),
+        catchup=False,
+        max_active_runs=1,
+        tags=TAGS,
+        default_args=DEFAULT_ARGS,
+        doc_md=DOC_MD,
+        is_paused_upon_creation=PAUSED_ON_CREATION,
+    )
+
+
+def _start_once(path, body, id_field, ds, what, listing):
+    """POST ``body`` under the day's Idempotency-Key and return the started (or found) id.
+
+    The same key on a retry returns what the first attempt started instead of starting another; a
+    found one that failed (the run was cleared to try again) moves on to the key's next -rN.
+    """
+    for attempt in range(MAX_NEW_RUNS):
+        key = IDEMPOTENCY_PREFIX + "-" + ds + ("-r" + str(attempt) if attempt else "")
+        status, document, text = _call("POST", path, body, {"Idempotency-Key": key})
+        if status not in (200, 202) or id_field not in document:
+            raise _refused("POST", path, status, text, "starting the " + what + " of " + ds)
+        if document.get("replayed") and document.get("status") == "failed":
+            log.info("%s %s (key %s) failed earlier; starting a new one", what, document[id_field], key)
+            continue
+        log.info("%s %s for %s (key %s, replayed=%s)", what, document[id_field], ds, key, document.get("replayed"))
+        return document[id_field]
+    raise AirflowFailException(
+        str(MAX_NEW_RUNS) + " attempts at the " + what + " of " + DAG_ID + " for " + ds + " failed; see GET "
+        + API_URL + listing
+    )
 '''
 
 _SCORING_TASKS = '''
@@ -599,20 +635,8 @@ def start_scoring(**context):
         "feature_set": FEATURE_SET_NAME + "@" + FEATURE_SET_VERSION,
         "ds": ds,
     }
-    for attempt in range(MAX_NEW_RUNS):
-        # The same key on a retry returns the run the first attempt started instead of a second run.
-        key = IDEMPOTENCY_PREFIX + "-" + ds + ("-r" + str(attempt) if attempt else "")
-        status, document, text = _call("POST", "/v1/scoring-runs", body, {"Idempotency-Key": key})
-        if status not in (200, 202) or "run_id" not in document:
-            raise _refused("POST", "/v1/scoring-runs", status, text, "starting the scoring run of " + ds)
-        if document.get("replayed") and document.get("status") == "failed":
-            log.info("scoring run %s (key %s) failed earlier; starting a new run", document["run_id"], key)
-            continue
-        log.info("scoring run %s for %s (key %s, replayed=%s)", document["run_id"], ds, key, document.get("replayed"))
-        return document["run_id"]
-    raise AirflowFailException(
-        str(MAX_NEW_RUNS) + " scoring runs of " + MODEL_NAME + " for " + ds + " failed; see GET " + API_URL
-        + "/v1/scoring-runs?model=" + _quote(MODEL_NAME)
+    return _start_once(
+        "/v1/scoring-runs", body, "run_id", ds, "scoring run", "/v1/scoring-runs?model=" + _quote(MODEL_NAME)
     )
 
 
@@ -623,17 +647,7 @@ def wait_for_scoring(**context):
     return _follow_job("/v1/scoring-runs/" + _quote(run_id), "scoring run " + str(run_id), ds)
 
 
-with DAG(
-    dag_id=DAG_ID,
-    schedule=CronTriggerTimetable(CRON, timezone=TIMEZONE),
-    start_date=pendulum.datetime(*START_DATE, tz=TIMEZONE),
-    catchup=False,
-    max_active_runs=1,
-    tags=TAGS,
-    default_args=DEFAULT_ARGS,
-    doc_md=DOC_MD,
-    is_paused_upon_creation=PAUSED_ON_CREATION,
-) as dag:
+with _dag() as dag:
     features = PythonSensor(
         task_id="wait_for_features",
         python_callable=wait_for_features,
@@ -658,21 +672,7 @@ def start_materialisation(**context):
     """Start (or find) the materialisation of the day's partition; returns the job id (XCom)."""
     ds = _ds(context)
     path = "/v1/feature-sets/" + _quote(FEATURE_SET_NAME) + "/versions/" + _quote(FEATURE_SET_VERSION) + "/materialisations"
-    for attempt in range(MAX_NEW_RUNS):
-        # The same key on a retry returns the job the first attempt started instead of a second job.
-        key = IDEMPOTENCY_PREFIX + "-" + ds + ("-r" + str(attempt) if attempt else "")
-        status, document, text = _call("POST", path, {"start_ds": ds, "end_ds": ds}, {"Idempotency-Key": key})
-        if status not in (200, 202) or "job_id" not in document:
-            raise _refused("POST", path, status, text, "starting the materialisation of " + ds)
-        if document.get("replayed") and document.get("status") == "failed":
-            log.info("materialisation job %s (key %s) failed earlier; starting a new one", document["job_id"], key)
-            continue
-        log.info("materialisation job %s for %s (key %s, replayed=%s)", document["job_id"], ds, key, document.get("replayed"))
-        return document["job_id"]
-    raise AirflowFailException(
-        str(MAX_NEW_RUNS) + " materialisations of " + FEATURE_SET_NAME + "@" + FEATURE_SET_VERSION + " for " + ds
-        + " failed; see GET " + API_URL + "/v1/jobs"
-    )
+    return _start_once(path, {"start_ds": ds, "end_ds": ds}, "job_id", ds, "materialisation job", "/v1/jobs")
 
 
 def wait_for_materialisation(**context):
@@ -682,17 +682,7 @@ def wait_for_materialisation(**context):
     return _follow_job("/v1/jobs/" + _quote(job_id), "materialisation job " + str(job_id), ds)
 
 
-with DAG(
-    dag_id=DAG_ID,
-    schedule=CronTriggerTimetable(CRON, timezone=TIMEZONE),
-    start_date=pendulum.datetime(*START_DATE, tz=TIMEZONE),
-    catchup=False,
-    max_active_runs=1,
-    tags=TAGS,
-    default_args=DEFAULT_ARGS,
-    doc_md=DOC_MD,
-    is_paused_upon_creation=PAUSED_ON_CREATION,
-) as dag:
+with _dag() as dag:
     start = PythonOperator(task_id="start_materialisation", python_callable=start_materialisation)
     materialised = PythonSensor(
         task_id="wait_for_materialisation",
