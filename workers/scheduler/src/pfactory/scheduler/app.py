@@ -26,6 +26,7 @@ from pfactory.registry.wiring import Registry, RegistrySettings, build_registry
 from pfactory.scheduler import service
 from pfactory.scheduler.feature_sets import FeatureSetBook
 from pfactory.scheduler.settings import SchedulerSettings
+from pfactory.scheduler.ticks import TickMark
 
 log = logging.getLogger("pfactory.scheduler")
 
@@ -117,6 +118,11 @@ def build(settings: SchedulerSettings) -> AsgiFastStream:
             runs_schedules=dags is None,
             feature_sets=FeatureSetBook(settings.state_dir / "feature-sets.json"),
         )
+        mark = TickMark(settings.state_dir / "last-tick.json")
+        resumed = mark.read(scheduler().clock(), timedelta(seconds=settings.catch_up_s))
+        if resumed is not None and scheduler().runs_schedules:
+            scheduler().last_tick = resumed
+            log.info("embedded runner resumes from %s: firings missed since then are fired now", resumed)
         cursor = {"at": 0}
 
         async def poll() -> None:
@@ -126,6 +132,9 @@ def build(settings: SchedulerSettings) -> AsgiFastStream:
 
         async def tick() -> None:
             await scheduler().tick()
+            done = scheduler().last_tick
+            if done is not None and scheduler().runs_schedules:
+                mark.write(done)
 
         state["loops"] = [
             asyncio.create_task(

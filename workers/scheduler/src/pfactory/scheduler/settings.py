@@ -52,7 +52,14 @@ class SchedulerSettings(ServiceSettings):
     )
     state_dir: Path = Field(
         default=Path(".pfactory/scheduler"),
-        description="Where the scheduler keeps the schedules of submitted feature sets (feature-sets.json).",
+        description="Where the scheduler keeps the schedules of submitted feature sets (feature-sets.json) "
+        "and the embedded runner's last tick (last-tick.json).",
+    )
+    catch_up_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="How far back a restarted embedded runner fires the schedules it missed while down "
+        "(from the last tick it recorded in state_dir). 0: fire nothing missed.",
     )
     clock_offset_s: float = Field(
         default=0.0,
