@@ -23,9 +23,10 @@ from faststream.message import StreamMessage
 from pfactory.bus import delivery
 from pfactory.bus.broker import EventPublisher
 from pfactory.bus.concurrency import ConcurrentDelivery
-from pfactory.bus.delivery import EnvelopeHandler, LagSample, RecordProcessor
+from pfactory.bus.delivery import EnvelopeHandler, LagGauge, LagSample, RecordProcessor
 from pfactory.bus.inflight import ConsumerLoad
 from pfactory.bus.settings import BusSettings
+from pfactory.telemetry.metrics import Metrics
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -150,6 +151,7 @@ def subscribe(
     concurrency: int | None = None,
     load: ConsumerLoad | None = None,
     max_poll_interval_ms: int = 300_000,
+    metrics: Metrics | None = None,
 ) -> Callable[[EnvelopeHandler], EnvelopeHandler]:
     """Register an at-least-once envelope handler on ``topic`` for consumer group ``group_id``.
 
@@ -180,6 +182,8 @@ def subscribe(
         concurrency: handler invocations allowed at once, run as tasks; None handles records inline.
         load: kept current with the in-flight count and capacity, for ``/ready`` or a gauge.
         max_poll_interval_ms: aiokafka's limit between polls before the member leaves its group.
+        metrics: emits the catalog's bus metrics (records handled by outcome, handler time, dead
+            letters, the group's lag on the topic); None emits nothing.
 
     Returns:
         A decorator that registers the handler and returns it unchanged.
@@ -202,17 +206,19 @@ def subscribe(
             settings=settings,
             publisher=publisher,
             transient=transient,
+            metrics=metrics,
         )
+        lag_sink = LagGauge(metrics, on_lag) if metrics is not None else on_lag
         concurrent: ConcurrentDelivery | None = None
         deliver: Callable[[KafkaMessage], Any]
         if concurrency is None:
-            deliver = _DeliveryLoop(processor, on_lag=on_lag, load=load)
+            deliver = _DeliveryLoop(processor, on_lag=lag_sink, load=load)
         else:
             concurrent = ConcurrentDelivery(
                 processor,
                 capacity=concurrency,
                 load=load if load is not None else ConsumerLoad(),
-                on_lag=on_lag,
+                on_lag=lag_sink,
                 listener=listener,
             )
             deliver = concurrent

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from aiokafka import ConsumerRecord
 from pfactory.bus.broker import EventPublisher
 from pfactory.bus.settings import BusSettings
 from pfactory.contracts.events import DeadLettered, Envelope
+from pfactory.telemetry import catalog
+from pfactory.telemetry.metrics import Metrics
 
 log = logging.getLogger("pfactory.bus")
 
@@ -37,6 +40,26 @@ def is_transient(error: BaseException, transient: tuple[type[BaseException], ...
         seen.add(id(current))
         current = current.__cause__
     return False
+
+
+class LagGauge:
+    """Keeps each partition's last lag sample and emits the group's lag on the topic (their sum)."""
+
+    def __init__(self, metrics: Metrics, then: Callable[[LagSample], None] | None = None) -> None:
+        self.metrics = metrics
+        self.then = then
+        self._lags: dict[tuple[str, str, int], int] = {}
+
+    def __call__(self, sample: LagSample) -> None:
+        self._lags[(sample.group_id, sample.topic, sample.partition)] = sample.lag
+        total = sum(
+            lag
+            for (group, topic, _), lag in self._lags.items()
+            if (group, topic) == (sample.group_id, sample.topic)
+        )
+        self.metrics.emit(catalog.CONSUMER_LAG, total, group=sample.group_id, topic=sample.topic)
+        if self.then is not None:
+            self.then(sample)
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,7 @@ class RecordProcessor:
         settings: BusSettings,
         publisher: EventPublisher,
         transient: tuple[type[BaseException], ...],
+        metrics: Metrics | None = None,
     ) -> None:
         self.handler = handler
         self.name = name
@@ -68,6 +92,13 @@ class RecordProcessor:
         self.settings = settings
         self.publisher = publisher
         self.transient = transient
+        self.metrics = metrics
+
+    def _count(self, record: ConsumerRecord[bytes, bytes], outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.emit(
+                catalog.MESSAGES_HANDLED, group=self.group_id, topic=record.topic, outcome=outcome
+            )
 
     async def process(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Handle or dead-letter one record; False when nothing durable happened (do not commit)."""
@@ -80,12 +111,15 @@ class RecordProcessor:
         delay = self.settings.retry_backoff_initial_s
         while True:
             attempt += 1
+            started = time.perf_counter()
             try:
                 await self.handler(envelope)
+                self._count(record, "ok")
                 return True
             except Exception as error:
                 if not is_transient(error, self.transient) or attempt >= self.settings.max_attempts:
                     return await self._dead_letter(record, error, attempts=attempt, envelope=envelope)
+                self._count(record, "retried")
                 log.warning(
                     "%s: transient failure on %s (attempt %d/%d): %r; retrying in %.2f s",
                     self.name,
@@ -97,6 +131,12 @@ class RecordProcessor:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_backoff_max_s)
+            finally:
+                if self.metrics is not None:
+                    elapsed = (time.perf_counter() - started) * 1000
+                    self.metrics.emit(
+                        catalog.HANDLER_DURATION, elapsed, group=self.group_id, topic=record.topic
+                    )
 
     async def _dead_letter(
         self,
@@ -137,4 +177,7 @@ class RecordProcessor:
             log.error("%s: could not dead-letter %s: %r", self.name, where, publish_error)
             return False
         log.error("%s: dead-lettered %s after %d attempt(s): %r", self.name, where, attempts, error)
+        self._count(record, "dead_lettered")
+        if self.metrics is not None:
+            self.metrics.emit(catalog.DEAD_LETTERED, group=self.group_id, topic=record.topic)
         return True

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pfactory.contracts import topics
+from pfactory.telemetry.settings import TelemetrySettings
 
 
 class BusSettings(BaseSettings):
@@ -75,6 +76,10 @@ class ServiceSettings(BaseSettings):
 
     bus: BusSettings = Field(
         default_factory=BusSettings, description="Kafka connection and delivery (env prefix PF_BUS_)."
+    )
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings,
+        description="Metrics, traces and log format (env prefix PF_TELEMETRY_).",
     )
     group_id: str = Field(description="Consumer group of the service's input topic, shared by its instances.")
     health_host: str = Field(

@@ -1,0 +1,1 @@
+"""Prediction Factory telemetry: the metric catalog, DogStatsD, ddtrace, JSON logs."""

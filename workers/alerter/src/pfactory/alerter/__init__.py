@@ -1,0 +1,1 @@
+"""The alert router: alert events to PagerDuty incidents and Datadog events."""
