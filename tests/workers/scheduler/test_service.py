@@ -24,7 +24,9 @@ from pfactory.registry.model import ModelVersion, VersionStatus
 from pfactory.registry.sqlite import SqliteVersionIndex
 from pfactory.scheduler.feature_sets import FeatureSetBook
 from pfactory.scheduler.service import Scheduler, poll_changes
+from pfactory.telemetry.metrics import Metrics
 from tests.registry.factories import PAIR, make_version
+from tests.utils.statsd import capturing_statsd
 
 ZONE = ZoneInfo("Europe/Berlin")
 CONFIG = {
@@ -192,3 +194,26 @@ def test_a_damaged_schedule_file_is_refused_with_advice(tmp_path: Path) -> None:
     book.write_text("{not json")
     with pytest.raises(ValueError, match="submit the scheduled feature sets again"):
         FeatureSetBook(book)
+
+
+async def test_deployment_steps_are_counted_on_the_wire(registry: SqliteVersionIndex) -> None:
+    sent: list[tuple[Event, str]] = []
+    clock = Clock(datetime.now(UTC))
+    with capturing_statsd() as agent:
+        scheduler = _scheduler(registry, clock, sent)
+        scheduler.metrics = Metrics(service="scheduler", port=agent.port)
+        await scheduler.consider(await _register(registry))
+        clock.now += timedelta(days=2)
+        await scheduler.tick()
+        await scheduler.consider(await _register(registry))
+        clock.now += timedelta(days=2)
+        await scheduler.tick()
+        agent.wait_for(lambda: len(agent.named("pf.scheduler.deployments")) == 5, 5, "five deployment steps")
+    steps = [(line.tags["action"], line.tags["model"]) for line in agent.named("pf.scheduler.deployments")]
+    assert steps == [
+        ("scheduled", PAIR.model_name),
+        ("live", PAIR.model_name),
+        ("scheduled", PAIR.model_name),
+        ("archived", PAIR.model_name),
+        ("live", PAIR.model_name),
+    ]

@@ -37,6 +37,8 @@ from pfactory.registry.model import ModelVersion, PairKey, VersionStatus
 from pfactory.registry.wiring import RegistryIndex as Registry
 from pfactory.scheduler import deploy
 from pfactory.scheduler.feature_sets import FeatureSetBook, FeatureSetSchedule, schedule_of
+from pfactory.telemetry import catalog
+from pfactory.telemetry.metrics import Metrics
 
 log = logging.getLogger("pfactory.scheduler")
 
@@ -92,6 +94,7 @@ class Scheduler:
     """Fire live versions' schedules here (the embedded default); False when Airflow runs the DAGs."""
     feature_sets: FeatureSetBook = field(default_factory=lambda: FeatureSetBook(None))
     last_tick: datetime | None = None
+    metrics: Metrics = field(default_factory=Metrics.disabled)
 
     async def consider_feature_set(self, request: MaterialisationRequested) -> FeatureSetSchedule | None:
         """Remember (and with Airflow, write the DAG of) a submitted feature set's schedule, or forget it."""
@@ -171,6 +174,7 @@ class Scheduler:
             replaces_version=replaces.version if replaces and replaces.version != version.version else None,
         )
         await self.publish(event, event_id("scheduled", version.label, starts))
+        self.metrics.emit(catalog.DEPLOYMENTS, model=version.model_name, action="scheduled")
         log.info(
             "%s scheduled: live from %s (%s %s), dag %s",
             version.label,
@@ -201,9 +205,11 @@ class Scheduler:
                 replaced_by=winner.version if winner else None,
             )
             await self.publish(event, event_id("archived", archived.label, len(archived.audit)))
+            self.metrics.emit(catalog.DEPLOYMENTS, model=archived.model_name, action="archived")
             log.info("%s archived; replaced by version %s", archived.label, event.replaced_by)
         if result.live:
             log.info("%s is live", version.label)
+            self.metrics.emit(catalog.DEPLOYMENTS, model=version.model_name, action="live")
 
     async def _fire(self, version: ModelVersion, since: datetime, now: datetime) -> int:
         schedule = deploy.scoring_schedule(version)
