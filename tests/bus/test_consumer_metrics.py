@@ -64,7 +64,10 @@ async def test_handled_retried_dead_lettered_and_lag_reach_the_agent(
         return Counter(line.tags["outcome"] for line in agent.named(name))
 
     assert outcomes("pf.bus.handled") == {"ok": 3, "retried": 1, "dead_lettered": 2}
-    assert len(agent.named("pf.bus.handler_duration")) == 5  # five handler attempts; the poison never reaches it
+    assert (
+        len(agent.named("pf.bus.handler_duration")) == 5
+    )  # five handler attempts; the poison never reaches it
+    assert {line.tags["partition"] for line in agent.named("pf.bus.consumer_lag")} == {"0"}
     for line in agent.lines:
         assert (line.tags["group"], line.tags["topic"], line.tags["service"]) == (
             group,

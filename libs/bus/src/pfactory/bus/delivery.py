@@ -43,21 +43,20 @@ def is_transient(error: BaseException, transient: tuple[type[BaseException], ...
 
 
 class LagGauge:
-    """Keeps each partition's last lag sample and emits the group's lag on the topic (their sum)."""
+    """Emits each lag sample as the partition's lag gauge, then passes it on."""
 
     def __init__(self, metrics: Metrics, then: Callable[[LagSample], None] | None = None) -> None:
         self.metrics = metrics
         self.then = then
-        self._lags: dict[tuple[str, str, int], int] = {}
 
     def __call__(self, sample: LagSample) -> None:
-        self._lags[(sample.group_id, sample.topic, sample.partition)] = sample.lag
-        total = sum(
-            lag
-            for (group, topic, _), lag in self._lags.items()
-            if (group, topic) == (sample.group_id, sample.topic)
+        self.metrics.emit(
+            catalog.CONSUMER_LAG,
+            sample.lag,
+            group=sample.group_id,
+            topic=sample.topic,
+            partition=sample.partition,
         )
-        self.metrics.emit(catalog.CONSUMER_LAG, total, group=sample.group_id, topic=sample.topic)
         if self.then is not None:
             self.then(sample)
 

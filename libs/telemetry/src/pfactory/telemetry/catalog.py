@@ -78,9 +78,10 @@ CONSUMER_LAG = _metric(
     "pf.bus.consumer_lag",
     Kind.GAUGE,
     "message",
-    ("group", "topic"),
-    "Records behind the end of the topic (high-water mark minus position), summed over the "
-    "group member's partitions, measured inside the consumer after each record.",
+    ("group", "topic", "partition"),
+    "Records behind the end of one partition (high-water mark minus position), measured inside the "
+    "consumer that owns it after each commit. Sum by group and topic for the group's lag; tagged per "
+    "partition so two members of a group on one host never overwrite each other's value.",
 )
 MESSAGES_HANDLED = _metric(
     "pf.bus.handled",
