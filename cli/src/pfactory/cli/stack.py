@@ -52,7 +52,7 @@ class ServiceSpec:
         default_port: the port ``pfactory up`` prefers for its HTTP endpoints.
         port_env: the environment variable that sets that port.
         extra_env: further environment for this service; values are formatted with the stack's
-            fields (``{home}``, ``{api_key}``, ``{port}``).
+            fields (``{home}``, ``{api_key}``, ``{port}``, ``{gateway_url}``).
         args: arguments after ``python -m <module>`` (a module serving more than one role).
         fetch_max_wait_ms: how long the service's consumers wait on a fetch. Tansu answers a waiting
             fetch only when this runs out, so it is the most a hop into the service costs, and each
@@ -145,6 +145,21 @@ WORKERS: tuple[ServiceSpec, ...] = (
         "PF_ONLINE_PORT",
         {"PF_REGISTRY_DATA_DIR": "{home}/registry", "PF_ONLINE_HOST": "127.0.0.1", "PF_ONLINE_AUTH": "none"},
         args=("online",),
+    ),
+    # the alert router keeps its open incidents under the home. PagerDuty and Datadog are used only when
+    # PF_ALERTER_PAGERDUTY_ROUTING_KEY / PF_ALERTER_DATADOG_API_KEY are in the environment; without a key
+    # it logs 'would page' and still keeps incident state, so the stack runs offline
+    ServiceSpec(
+        "alerter",
+        "pfactory.alerter",
+        8107,
+        "PF_ALERTER_HEALTH_PORT",
+        {
+            "PF_ALERTER_STATE_DIR": "{home}/alerter",
+            "PF_ALERTER_INCIDENTS_API": "true",
+            "PF_ALERTER_GATEWAY_URL": "{gateway_url}",
+        },
+        fetch_max_wait_ms=250,
     ),
 )
 SERVICES: tuple[ServiceSpec, ...] = (*WORKERS, GATEWAY)
@@ -291,6 +306,7 @@ class Stack:
         self._python = python
         self.broker: EmbeddedBroker | None = None
         self.credentials: Credentials | None = None
+        self._gateway_url = f"http://127.0.0.1:{GATEWAY.default_port}"
         self.services: list[RunningService] = []
 
     # ------------------------------------------------------------------ properties
@@ -355,11 +371,14 @@ class Stack:
             self.broker.start()
             say("creating the platform topics")
             _run_ensure_topics(BusSettings(bootstrap_servers=self.broker.bootstrap_servers))
-            for spec in self.specs:
+            ports: dict[str, int] = {}
+            for spec in self.specs:  # every port first: a service may need another's (the gateway URL)
                 preferred = self._gateway_port if spec is GATEWAY else None
-                port = _choose_port(preferred, self._prefer_default, spec.default_port, taken)
-                taken.add(port)
-                self.services.append(self._spawn(spec, port))
+                ports[spec.name] = _choose_port(preferred, self._prefer_default, spec.default_port, taken)
+                taken.add(ports[spec.name])
+            self._gateway_url = f"http://127.0.0.1:{ports.get(GATEWAY.name, GATEWAY.default_port)}"
+            for spec in self.specs:
+                self.services.append(self._spawn(spec, ports[spec.name]))
             say("waiting for " + ", ".join(s.name for s in self.services) + " to answer /health")
             self._wait_healthy()
             self._write_state()
@@ -431,7 +450,12 @@ class Stack:
 
     def _child_env(self, spec: ServiceSpec, port: int) -> dict[str, str]:
         assert self.broker is not None and self.credentials is not None
-        fields = {"home": str(self.home), "api_key": self.credentials.api_key, "port": str(port)}
+        fields = {
+            "home": str(self.home),
+            "api_key": self.credentials.api_key,
+            "port": str(port),
+            "gateway_url": self._gateway_url,
+        }
         # Tansu answers a waiting fetch only when it times out: see ServiceSpec.fetch_max_wait_ms
         env = {"PF_BUS_FETCH_MAX_WAIT_MS": str(spec.fetch_max_wait_ms), **os.environ, **self._extra_env}
         env.update(

@@ -195,7 +195,8 @@ ALERTS = _metric(
     Kind.COUNT,
     "alert",
     ("check", "severity", "action"),
-    "Alert events the router handled: action raised, resolved, suppressed (an open incident's repeat).",
+    "Alert events the router handled: action raised, resolved, suppressed (an open incident's "
+    "repeat) or dropped (a routing rule says so).",
 )
 PAGERDUTY_REQUESTS = _metric(
     "pf.alerts.pagerduty_requests",

@@ -1,0 +1,1 @@
+"""The alert router's adapters: one module per external system (PagerDuty, Datadog, the SQLite state)."""
