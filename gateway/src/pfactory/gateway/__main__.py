@@ -48,11 +48,21 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown scope(s) {unknown}; choose among {sorted(ALL_SCOPES)}")
         print(asyncio.run(_create_key(settings, args.name, scopes)))
         return 0
+    from pfactory.bus.app import configure_process
+
+    configure_process(settings.telemetry, "gateway", settings.log_level)  # before importing the app
     import uvicorn
 
     from pfactory.gateway.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    # log_config=None: uvicorn's loggers propagate to the root handler, in the configured format
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+    )
     return 0
 
 

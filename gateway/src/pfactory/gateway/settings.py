@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pfactory.registry.wiring import RegistrySettings
+from pfactory.telemetry.settings import TelemetrySettings
 
 API_KEY_PATTERN = re.compile(r"^pf_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{32,})$")
 
@@ -86,6 +87,11 @@ class GatewaySettings(BaseSettings):
             "with the embedded data under <data_dir>/registry unless PF_REGISTRY_DATA_DIR is set."
         ),
     )
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings,
+        description="Metrics, traces and log format (env prefix PF_TELEMETRY_).",
+    )
+    log_level: str = Field(default="INFO", description="Python logging level name.")
     artifact_verify_max_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=0,

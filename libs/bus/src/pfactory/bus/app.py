@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -17,6 +18,9 @@ from pfactory.bus.broker import EventPublisher, ensure_topics
 from pfactory.bus.settings import BusSettings
 from pfactory.contracts.events import Envelope, Event
 from pfactory.contracts.topics import ALL_TOPICS, TopicSpec
+from pfactory.telemetry.logs import adopt_logger, configure_logging
+from pfactory.telemetry.logs import is_configured as logging_configured
+from pfactory.telemetry.settings import TelemetrySettings
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -115,12 +119,43 @@ async def publish_answers(publisher: EventPublisher, cause: Envelope, events: Se
         await publisher.publish(event, cause=cause, event_id=event_id)
 
 
+def configure_process(telemetry: TelemetrySettings, service: str, log_level: str) -> bool:
+    """Log format and tracing of a service process; call first in ``main``, before the app's imports.
+
+    ddtrace reads its configuration when first imported, hence before the app's imports. In JSON
+    mode FastStream's loggers, which write through their own handlers, get ours too, so that
+    every line of the process is JSON.
+
+    Args:
+        telemetry: the process's telemetry settings.
+        service: the Datadog ``service`` of its log lines and spans (e.g. ``"trainer"``).
+        log_level: the root logger's level name.
+
+    Returns:
+        Whether tracing is on.
+    """
+    from pfactory.telemetry.tracing import configure_tracing
+
+    configure_logging(telemetry, service, log_level)
+    tracing = configure_tracing(telemetry, service)
+    if telemetry.json_logs:
+        adopt_logger("faststream", telemetry, service, sys.stderr)
+        # the broker's message log; FastStream adds its own handler unless one writes to stdout
+        adopt_logger("faststream.access.kafka", telemetry, service, sys.stdout)
+    return tracing
+
+
 def serve(app: AsgiFastStream, *, host: str, port: int, log_level: str) -> None:
-    """Run a service app and its health endpoints until SIGTERM/SIGINT."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Run a service app and its health endpoints until SIGTERM/SIGINT.
+
+    Logging keeps what :func:`configure_process` set up; a caller that did not call it gets the
+    text format at ``log_level``. uvicorn's loggers propagate to the root logger's handler.
+    """
+    if not logging_configured():
+        configure_logging(TelemetrySettings.model_construct(), "pfactory", log_level)
     asyncio.run(
         app.run(
             log_level=logging.getLevelName(log_level),
-            run_extra_options={"host": host, "port": port},
+            run_extra_options={"host": host, "port": port, "log_config": None},
         )
     )

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sys
 
+from pfactory.bus.app import configure_process
 from pfactory.scorer.settings import OnlineSettings, ScorerSettings
+from pfactory.telemetry.settings import TelemetrySettings
 
 USAGE = "usage: python -m pfactory.scorer [online]  (no argument: the batch scoring worker)"
 
@@ -24,14 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = sys.argv[1:] if argv is None else argv
     if not args:
+        settings = ScorerSettings()
+        configure_process(settings.telemetry, "scorer", settings.log_level)  # before importing the app
         from pfactory.scorer.app import run
 
-        run(ScorerSettings())
+        run(settings)
         return 0
     if args == ["online"]:
+        online = OnlineSettings()
+        configure_process(TelemetrySettings(), "scorer-online", "INFO")  # before importing the app
         from pfactory.scorer.online import serve
 
-        serve(OnlineSettings())
+        serve(online)
         return 0
     print(f"unknown arguments {' '.join(args)!r}; {USAGE}", file=sys.stderr)
     return 2

@@ -17,10 +17,14 @@ def main(argv: list[str] | None = None) -> int:
             f"unknown command {args[0]!r}; use no arguments to serve, or 'run-job SPEC_URI'", file=sys.stderr
         )
         return 2
-    from pfactory.trainer.app import run
+    from pfactory.bus.app import configure_process
     from pfactory.trainer.settings import TrainerSettings
 
-    run(TrainerSettings())
+    settings = TrainerSettings()
+    configure_process(settings.telemetry, "trainer", settings.log_level)  # before importing the app
+    from pfactory.trainer.app import run
+
+    run(settings)
     return 0
 
 

@@ -37,6 +37,8 @@ from pfactory.features.drift import build_reference
 from pfactory.features.layout import DATA_FILE, GOOD_MARKER, partition_path
 from pfactory.features.reader import FeatureReader
 from pfactory.registry.serialization import dump_model, sha256_hex
+from pfactory.telemetry.logs import configure_logging
+from pfactory.telemetry.settings import TelemetrySettings
 from pfactory.trainer import runfiles
 from pfactory.trainer.adapters.forkserver import thread_pools
 from pfactory.trainer.assembly import (
@@ -72,7 +74,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "run-job":
         print("usage: python -m pfactory.trainer run-job SPEC_URI", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not logging.getLogger().handlers:  # as basicConfig did: a caller's own logging set-up stays
+        configure_logging(TelemetrySettings(), "trainer", logging.INFO)  # text or JSON, like the trainer's
     spec = runfiles.read_spec(argv[1])
     result = execute(spec)
     runfiles.write_result(spec.output_uri, result, endpoint_url=spec.feature_store.endpoint_url)
