@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 AIRFLOW_VERSION = "3.3.2"
@@ -25,6 +26,8 @@ REQUIREMENTS = (
     f"apache-airflow=={AIRFLOW_VERSION}",
     "apache-airflow-task-sdk==1.3.2",
     "apache-airflow-providers-standard==1.21.0",
+    # the scoring DAG's pod variant (PF_SCHEDULER_DAG_RUNNER=kubernetes) runs KubernetesPodOperator
+    "apache-airflow-providers-cncf-kubernetes==10.25.0",
 )
 PYTHON = "3.11"
 DEFAULT_VENV = Path.home() / ".cache" / "pfactory" / f"airflow-{AIRFLOW_VERSION}-py311"
@@ -99,7 +102,11 @@ def ensure_airflow_venv(venv: Path | None = None) -> Path:
             {**env, "VIRTUAL_ENV": str(venv)},
         )
         _run_step(
-            [str(venv / "bin" / "python"), "-c", "import airflow.sdk, airflow.providers.standard"],
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import airflow.sdk, airflow.providers.standard, airflow.providers.cncf.kubernetes.operators.pod",
+            ],
             "import check",
             env,
         )
@@ -159,7 +166,15 @@ class AirflowEnv:
         """Run ``script`` (source text) with the venv's interpreter."""
         return self._run([str(self.python), "-c", script, *args], timeout, env)
 
-    def load_dags(self, folder: Path, *, first_runs: int = 0, timeout: float = 300) -> DagBagReport:
+    def load_dags(
+        self,
+        folder: Path,
+        *,
+        first_runs: int = 0,
+        pods_at: datetime | None = None,
+        serialize: bool = False,
+        timeout: float = 300,
+    ) -> DagBagReport:
         """Parse every DAG file in ``folder`` with one ``DagBag`` in the venv and describe what loaded.
 
         Deprecation warnings are turned into errors while the files import (so they show up as import
@@ -168,9 +183,21 @@ class AirflowEnv:
         Args:
             folder: the DAG files.
             first_runs: also ask each DAG's timetable for its first ``first_runs`` runs from start_date.
+            pods_at: also build the pod of every KubernetesPodOperator task as a run with this logical
+                date would (templates rendered, then ``build_pod_request_obj``; no API server is called)
+                and describe it as the Kubernetes API would receive it (task key ``pod``).
+            serialize: also round-trip each DAG through Airflow's serialization, as the DAG processor
+                stores it for the scheduler (DAG key ``serialized``: true, or the error).
             timeout: seconds the parse may take.
         """
-        result = self.run_python(DAGBAG_SCRIPT, str(folder), str(first_runs), timeout=timeout)
+        result = self.run_python(
+            DAGBAG_SCRIPT,
+            str(folder),
+            str(first_runs),
+            pods_at.isoformat() if pods_at else "",
+            "serialize" if serialize else "",
+            timeout=timeout,
+        )
         result.check("loading the DAG folder with a DagBag")
         document = result.json_tail()
         assert isinstance(document, dict)
@@ -246,18 +273,39 @@ class DagBagReport:
     process_seconds: float
 
 
-# Runs inside the Airflow venv: argv = folder, number of first runs to compute. Prints one JSON line.
+# Runs inside the Airflow venv: argv = folder, number of first runs to compute, logical date of the pods
+# to build ("" for none), "serialize" or "". Prints one JSON line.
 DAGBAG_SCRIPT = r"""
 import json, sys, time, warnings
 from datetime import timedelta
+from types import SimpleNamespace
 
-folder, first_runs = sys.argv[1], int(sys.argv[2])
+folder, first_runs, pods_at, serialize = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "serialize"
 from airflow.dag_processing.dagbag import DagBag
 from airflow.serialization.encoders import coerce_to_core_timetable
 from airflow.timetables.base import TimeRestriction
 
 def seconds(value):
     return value.total_seconds() if isinstance(value, timedelta) else value
+
+def pod_of(dag, task):
+    # what the task runner does before execute (render the template fields), then what execute builds;
+    # a templated "{{ ds }}" would render to JINJA-RENDERED, which no day looks like
+    import pendulum
+    from kubernetes.client import ApiClient
+    ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, run_id="manual__" + pods_at, map_index=-1, try_number=1)
+    context = {"logical_date": pendulum.parse(pods_at), "ti": ti, "run_id": ti.run_id, "dag": dag, "ds": "JINJA-RENDERED"}
+    task.render_template_fields(context)
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    return {"template_fields": list(task.template_fields), "spec": ApiClient().sanitize_for_serialization(pod)}
+
+def round_trip(dag):
+    from airflow.serialization.serialized_objects import DagSerialization
+    try:
+        DagSerialization.from_dict(DagSerialization.to_dict(dag))
+        return True
+    except Exception as error:
+        return type(error).__name__ + ": " + str(error)
 
 started = time.perf_counter()
 with warnings.catch_warnings():
@@ -286,6 +334,8 @@ for dag_id, dag in bag.dags.items():
                 else [task.on_failure_callback] if task.on_failure_callback else [])],
             "downstream": sorted(task.downstream_task_ids),
         }
+        if pods_at and hasattr(task, "build_pod_request_obj"):
+            tasks[task.task_id]["pod"] = pod_of(dag, task)
     timetable = dag.timetable
     runs = []
     if first_runs:
@@ -321,6 +371,8 @@ for dag_id, dag in bag.dags.items():
         "first_runs": runs,
         "next_run": scheduled.logical_date.isoformat() if scheduled else None,
     }
+    if serialize:
+        dags[dag_id]["serialized"] = round_trip(dag)
 print(json.dumps({
     "dags": dags,
     "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},

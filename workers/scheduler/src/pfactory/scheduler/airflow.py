@@ -10,6 +10,7 @@ from pfactory.scheduler import deploy
 from pfactory.scheduler.adapters.dag_writer import DagWriter
 from pfactory.scheduler.dags import (
     MaterialisationDagSpec,
+    ScorerPod,
     ScoringDagSpec,
     materialisation_dag_id,
     render_materialisation_dag,
@@ -21,12 +22,16 @@ from pfactory.scheduler.feature_sets import FeatureSetSchedule
 
 @dataclass
 class AirflowDags:
-    """Renders a version's scoring DAG and keeps its file in the DAGs folder (or S3 prefix)."""
+    """Renders a version's scoring DAG and keeps its file in the DAGs folder (or S3 prefix).
+
+    ``pod``: score in a Kubernetes pod running the scorer image instead of through the API (None).
+    """
 
     writer: DagWriter
     api_url: str
     retries: int = 2
     poke_s: int = 300
+    pod: ScorerPod | None = None
 
     def dag_id(self, version: ModelVersion) -> str:
         """See ``DagTarget.dag_id``."""
@@ -48,11 +53,12 @@ class AirflowDags:
             timezone=schedule.timezone,
             start_date=starts,
             owner=_owner(version),
-            doc_md=card_summary(version),
+            doc_md=card_summary(version, pod=self.pod),
             api_url=self.api_url,
             tags=("pfactory", "scoring", version.model_name),
             retries=self.retries,
             sensor_poke_s=self.poke_s,
+            pod=self.pod,
         )
         await self.writer.write(spec.dag_id, render_scoring_dag(spec))
         return spec.dag_id
@@ -92,7 +98,7 @@ def _owner(version: ModelVersion) -> str:
     return owner if isinstance(owner, str) and owner else "pfactory"
 
 
-def card_summary(version: ModelVersion) -> str:
+def card_summary(version: ModelVersion, *, pod: ScorerPod | None = None) -> str:
     """The model card in brief, as the DAG's ``doc_md``: what it scores, how well, its gates, who to ask."""
     spec = version.config.get("spec")
     card_section = spec.get("card") if isinstance(spec, dict) else None
@@ -101,7 +107,7 @@ def card_summary(version: ModelVersion) -> str:
         f"# {version.model_name} v{version.version}",
         "",
         f"Scores feature set `{version.feature_set.name}@{version.feature_set.version}` every day "
-        "through the Prediction Factory API.",
+        + ("through the Prediction Factory API." if pod is None else f"in a Kubernetes pod (`{pod.image}`)."),
         "",
     ]
     if card.get("intended_use"):

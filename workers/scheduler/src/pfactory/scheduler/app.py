@@ -32,7 +32,10 @@ log = logging.getLogger("pfactory.scheduler")
 
 
 def build_dags(settings: SchedulerSettings) -> service.DagTarget | None:
-    """Airflow DAG files when a DAGs folder or S3 prefix is configured; None: the embedded cron runner."""
+    """Airflow DAG files when a DAGs folder or S3 prefix is configured; None: the embedded cron runner.
+
+    With ``dag_runner="kubernetes"`` the scoring DAGs score in a pod (see :class:`ScorerPod`).
+    """
     if settings.dags_folder is None and settings.dags_s3_bucket is None:
         return None
     from pfactory.scheduler.adapters.dag_writer import DagWriter, LocalDagWriter, S3DagWriter
@@ -47,7 +50,11 @@ def build_dags(settings: SchedulerSettings) -> service.DagTarget | None:
             settings.dags_s3_bucket, settings.dags_s3_prefix, endpoint_url=settings.dags_s3_endpoint_url
         )
     return AirflowDags(
-        writer, api_url=settings.api_url, retries=settings.dag_retries, poke_s=settings.dag_poke_s
+        writer,
+        api_url=settings.api_url,
+        retries=settings.dag_retries,
+        poke_s=settings.dag_poke_s,
+        pod=settings.scorer_pod(),
     )
 
 

@@ -2,12 +2,17 @@
 
 Pure functions: no I/O, no Airflow import. A generated file imports only ``airflow.sdk``,
 ``airflow.providers.standard``, pendulum (which Airflow ships) and the standard library, never
-``pfactory``: it talks to the platform through the gateway's HTTP API alone.
+``pfactory``: it talks to the platform through the gateway's HTTP API alone. The scoring DAG's pod
+variant (a spec with a :class:`ScorerPod`) also imports ``airflow.providers.cncf.kubernetes`` and the
+``kubernetes`` client: it waits for the features through the API as the other does, then scores the day
+in one pod running the scorer image's one-shot entrypoint (``python -m pfactory.scorer.once``) instead
+of starting a run through the API and following it.
 
 Every value from a spec enters the source as a ``repr()`` literal assigned to a module constant; the
 task code itself is fixed text that reads those constants. So a model card holding quotes, triple
 quotes, ``{{ }}`` or code stays data (and no value is passed through a templated field, so Jinja never
-sees it either).
+sees it either; the pod variant's operator templates no field at all, so the model name in its
+arguments is not read as Jinja).
 
 Schedule: ``CronTriggerTimetable(cron, timezone=zone)``, so the run fired at 06:00 on day D has logical
 date D 06:00 in the zone (a zero-length data interval), not the previous interval's start as with
@@ -25,6 +30,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,6 +43,125 @@ ALERT_KEY_MAX = 200  # the alerts API's dedup_key pattern allows 200 chars
 DAG_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 VARIABLE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+SCORER_COMMAND = ("python", "-m", "pfactory.scorer.once")
+TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
+DNS_LABEL_MAX = 63
+DNS_SUBDOMAIN_MAX = 253
+IMAGE_NAME_MAX = 255  # the name part of an image reference (docker/distribution's NameTotalLengthMax)
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# An image reference as docker/distribution's reference grammar has it: [host[:port]/]path[:tag][@digest]
+_IMAGE_HOST = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?"
+_IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"(?P<name>(?:{_IMAGE_HOST}/)?{_IMAGE_PATH}(?:/{_IMAGE_PATH})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?",
+    re.ASCII,
+)
+# A Kubernetes resource quantity: a decimal number with an SI or binary suffix, or an exponent
+_QUANTITY = re.compile(
+    r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>[numkMGTPE]|[KMGTPE]i|[eE][-+]?[0-9]+)?", re.ASCII
+)
+_SUFFIX_SCALE = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    **{s: Decimal(1000) ** (n + 1) for n, s in enumerate("kMGTPE")},
+    **{f"{s}i": Decimal(1024) ** (n + 1) for n, s in enumerate("KMGTPE")},
+}
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+@dataclass(frozen=True)
+class ScorerPod:
+    """How the pod variant of the scoring DAG runs the scorer: one Kubernetes pod per day.
+
+    The pod runs ``python -m pfactory.scorer.once`` from ``image`` (which must hold the scorer package)
+    with the run's model, version, feature set and day, and reads everything else (``PF_SCORER_*``,
+    ``PF_REGISTRY_*``, ``PF_BUS_*``) from the ConfigMaps and Secrets named here.
+
+    Attributes:
+        image: the scorer image with a tag or digest, e.g. ``registry.example.com/pfactory/scorer:1.4.2``
+            (no implicit ``latest``: every run of a version uses the same scorer).
+        namespace: the pod's namespace; None: the Airflow Kubernetes connection's, else the one Airflow
+            runs in, else ``default``.
+        service_account: the pod's service account (the identity that reads the registry and the store);
+            None: the namespace's default account.
+        cpu_request / memory_request / cpu_limit / memory_limit: Kubernetes quantities (``500m``, ``2``,
+            ``1Gi``, ``512Mi``); None leaves that one unset. A request may not exceed its limit.
+        env_config_maps / env_secrets: ConfigMaps and Secrets whose keys become the container's
+            environment (``envFrom``), e.g. one holding ``PF_SCORER_STORE_ROOT`` and ``PF_REGISTRY_*``.
+        image_pull_policy: ``Always``, ``IfNotPresent`` or ``Never``; None: Kubernetes' default.
+        startup_timeout_s: how long the pod may take to start (scheduling and image pull) before the
+            task fails.
+        kubernetes_conn_id: the Airflow connection to the cluster (its absence means in-cluster, else
+            the worker's kube config).
+        publish_events: pass ``--publish``: the pod publishes the scorer's events (``ScoringCompleted``,
+            ``DriftDetected``...) to Kafka as the worker does; its environment must then hold ``PF_BUS_*``.
+    """
+
+    image: str
+    namespace: str | None = None
+    service_account: str | None = None
+    cpu_request: str | None = None
+    memory_request: str | None = None
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+    env_config_maps: tuple[str, ...] = ()
+    env_secrets: tuple[str, ...] = ()
+    image_pull_policy: str | None = None
+    startup_timeout_s: int = 600
+    kubernetes_conn_id: str = "kubernetes_default"
+    publish_events: bool = True
+
+    def __post_init__(self) -> None:
+        check_image(self.image)
+        if self.namespace is not None:
+            _check_dns("namespace", self.namespace, label=True)
+        if self.service_account is not None:
+            _check_dns("service_account", self.service_account, label=False)
+        for kind in ("cpu", "memory"):
+            request, limit = getattr(self, f"{kind}_request"), getattr(self, f"{kind}_limit")
+            requested = None if request is None else parse_quantity(f"{kind}_request", request)
+            limited = None if limit is None else parse_quantity(f"{kind}_limit", limit)
+            if requested is not None and limited is not None and requested > limited:
+                raise ValueError(
+                    f"{kind}_request {request!r} is more than {kind}_limit {limit!r}: Kubernetes refuses "
+                    "such a pod; lower the request or raise the limit"
+                )
+        for field, names in (("env_config_maps", self.env_config_maps), ("env_secrets", self.env_secrets)):
+            if not isinstance(names, tuple):
+                raise ValueError(f"{field} must be a tuple of names, got {type(names).__name__}")
+            for name in names:
+                _check_dns(field, name, label=False)
+            if len(set(names)) != len(names):
+                raise ValueError(f"{field} names {list(names)} more than once")
+        if self.image_pull_policy is not None and self.image_pull_policy not in PULL_POLICIES:
+            raise ValueError(
+                f"image_pull_policy {self.image_pull_policy!r} must be one of {', '.join(PULL_POLICIES)} "
+                "(or unset for Kubernetes' default)"
+            )
+        _check_positive("startup_timeout_s", self.startup_timeout_s)
+        if not isinstance(self.kubernetes_conn_id, str) or not VARIABLE_PATTERN.match(
+            self.kubernetes_conn_id
+        ):
+            raise ValueError(
+                f"kubernetes_conn_id {self.kubernetes_conn_id!r} must be an Airflow connection id "
+                "(letters, digits, '_', '.', '-')"
+            )
+        if not isinstance(self.publish_events, bool):
+            raise ValueError(f"publish_events must be true or false, got {self.publish_events!r}")
+
+    def resources(self) -> dict[str, dict[str, str]]:
+        """``{"requests": {...}, "limits": {...}}`` of the quantities set (an empty part is left out)."""
+        parts = {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }
+        found = {part: {k: v for k, v in values.items() if v is not None} for part, values in parts.items()}
+        return {part: values for part, values in found.items() if values}
 
 
 @dataclass(frozen=True)
@@ -54,6 +179,8 @@ class ScoringDagSpec:
         sensor_timeout_s / sensor_poke_s: how long and how often the two sensors look (reschedule mode).
         api_key_variable: the Airflow Variable holding the platform API key (else env ``PF_API_KEY``).
         paused_on_creation: whether Airflow creates the DAG paused.
+        pod: score in a Kubernetes pod running the scorer image (task ``score``) instead of starting a
+            scoring run through the API and following it; None: through the API.
     """
 
     dag_id: str
@@ -75,9 +202,12 @@ class ScoringDagSpec:
     sensor_poke_s: int = 300
     api_key_variable: str = "pf_api_key"
     paused_on_creation: bool = False
+    pod: ScorerPod | None = None
 
     def __post_init__(self) -> None:
         _check_common(self, "scoring")
+        if self.pod is not None and not isinstance(self.pod, ScorerPod):
+            raise ValueError(f"pod must be a ScorerPod or None, got {type(self.pod).__name__}")
         _check_name("model_name", self.model_name)
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise ValueError(
@@ -171,7 +301,8 @@ def render_scoring_dag(spec: ScoringDagSpec) -> str:
 
     Returns:
         Python source text of an Airflow 3 DAG file with tasks ``wait_for_features`` (sensor),
-        ``start_scoring`` and ``wait_for_scoring`` (sensor).
+        ``start_scoring`` and ``wait_for_scoring`` (sensor); with ``spec.pod``, ``wait_for_features`` and
+        ``score`` (a ``KubernetesPodOperator`` running the scorer image's one-shot entrypoint).
     """
     tags = _tags(("pfactory", "scoring", spec.model_name, *spec.tags))
     constants = {
@@ -182,7 +313,33 @@ def render_scoring_dag(spec: ScoringDagSpec) -> str:
         "SENSOR_TIMEOUT_S": spec.sensor_timeout_s,
         "IDEMPOTENCY_PREFIX": _idempotency_prefix(spec.dag_id),
     }
-    return _assemble(spec.dag_id, "scoring", constants, _SCORING_TASKS)
+    if spec.pod is None:
+        return _assemble(spec.dag_id, "scoring", constants, _FEATURES_SENSOR + _SCORING_TASKS)
+    pod = spec.pod
+    arguments = [
+        f"--model={spec.model_name}",  # '=' keeps a name starting with '-' a value
+        f"--feature-set={spec.feature_set_name}@{spec.feature_set_version}",
+        f"--version={spec.version}",
+        f"--termination-log={TERMINATION_LOG}",
+    ]
+    constants.update(
+        {
+            "SCORER_IMAGE": pod.image,
+            "SCORER_COMMAND": list(SCORER_COMMAND),
+            "SCORER_ARGUMENTS": arguments + (["--publish"] if pod.publish_events else []),
+            "POD_NAMESPACE": pod.namespace,
+            "POD_SERVICE_ACCOUNT": pod.service_account,
+            "POD_RESOURCES": pod.resources() or None,
+            "POD_ENV_CONFIG_MAPS": list(pod.env_config_maps),
+            "POD_ENV_SECRETS": list(pod.env_secrets),
+            "POD_IMAGE_PULL_POLICY": pod.image_pull_policy,
+            "POD_STARTUP_TIMEOUT_S": pod.startup_timeout_s,
+            "KUBERNETES_CONN_ID": pod.kubernetes_conn_id,
+        }
+    )
+    return _assemble(
+        spec.dag_id, "scoring", constants, _FEATURES_SENSOR + _SCORING_POD_TASKS, _IMPORTS + _POD_IMPORTS
+    )
 
 
 def render_materialisation_dag(spec: MaterialisationDagSpec) -> str:
@@ -251,6 +408,69 @@ def _check_common(spec: ScoringDagSpec | MaterialisationDagSpec, kind: str) -> N
         raise ValueError(
             f"api_key_variable {spec.api_key_variable!r} must be an Airflow Variable name "
             "(letters, digits, '_', '.', '-')"
+        )
+
+
+def check_image(image: object) -> None:
+    """Refuse what is not an image reference with a tag or digest (``registry/path:tag``, ``path@sha256:...``).
+
+    Raises:
+        ValueError: what is wrong and an example of a valid reference.
+    """
+    example = "e.g. 'registry.example.com/pfactory/scorer:1.4.2' or 'pfactory/scorer@sha256:<64 hex>'"
+    if not isinstance(image, str):
+        raise ValueError(f"the scorer image must be a string, got {type(image).__name__}")
+    found = _IMAGE.fullmatch(image)
+    if found is None:
+        raise ValueError(
+            f"the scorer image {image!r} is not an image reference ([registry[:port]/]path[:tag][@digest], "
+            f"path in lower case, no spaces or schemes), {example}"
+        )
+    if len(found["name"]) > IMAGE_NAME_MAX:
+        raise ValueError(f"the scorer image's name is longer than {IMAGE_NAME_MAX} characters: {image!r}")
+    if found["tag"] is None and found["digest"] is None:
+        raise ValueError(
+            f"the scorer image {image!r} names no tag or digest: name one, {example}, so every run of a "
+            "version uses the same scorer (an implicit 'latest' changes under it)"
+        )
+
+
+def parse_quantity(field: str, quantity: object) -> Decimal:
+    """The value of a Kubernetes resource quantity (``500m`` -> 0.5, ``1Gi`` -> 1073741824).
+
+    Raises:
+        ValueError: not a positive quantity Kubernetes accepts.
+    """
+    found = _QUANTITY.fullmatch(quantity) if isinstance(quantity, str) else None
+    if found is None:
+        raise ValueError(
+            f"{field} {quantity!r} is not a Kubernetes quantity: a number with an optional suffix, "
+            "e.g. '500m' or '2' (CPUs), '512Mi' or '4Gi' (memory)"
+        )
+    suffix = found["suffix"] or ""
+    value = Decimal(found["number"]) * (
+        Decimal(10) ** int(suffix[1:])
+        if suffix[:1] in ("e", "E") and len(suffix) > 1
+        else _SUFFIX_SCALE[suffix]
+    )
+    if value <= 0:
+        raise ValueError(f"{field} {quantity!r} must be more than zero (leave it unset for none)")
+    return value
+
+
+def _check_dns(field: str, value: object, *, label: bool) -> None:
+    pattern, most, what = (
+        (_DNS_LABEL, DNS_LABEL_MAX, "a DNS label")
+        if label
+        else (_DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, "a DNS subdomain")
+    )
+    if not isinstance(value, str) or len(value) > most or not pattern.fullmatch(value):
+        raise ValueError(
+            f"{field} {value!r} is not a Kubernetes name: {what} of at most {most} characters "
+            "(lower-case letters, digits and '-'"
+            + ("" if label else ", dot-separated")
+            + ", starting and ending "
+            "with a letter or digit)"
         )
 
 
@@ -391,13 +611,15 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def _assemble(dag_id: str, kind: str, constants: dict[str, Any], tasks: str) -> str:
+def _assemble(
+    dag_id: str, kind: str, constants: dict[str, Any], tasks: str, imports: str | None = None
+) -> str:
     assignments = "".join(f"{name} = {_literal(value)}\n" for name, value in constants.items())
     header = (
         f"# Generated by Prediction Factory (pfactory.scheduler.dags): the {kind} DAG {dag_id!r}.\n"
         "# Do not edit: the scheduler rewrites this file. Values are literals; the code below reads them.\n"
     )
-    return header + _IMPORTS + "\n" + assignments + _RUNTIME + tasks
+    return header + (imports or _IMPORTS) + "\n" + assignments + _RUNTIME + tasks
 
 
 _IMPORTS = """from __future__ import annotations
@@ -603,7 +825,7 @@ def _start_once(path, body, id_field, ds, what, listing):
     )
 '''
 
-_SCORING_TASKS = '''
+_FEATURES_SENSOR = '''
 
 def wait_for_features(**context):
     """True once the day's feature partition is good; a missing or failed day is waited for."""
@@ -624,7 +846,9 @@ def wait_for_features(**context):
     # A failed day may still be re-materialised (the materialisation DAG retries and alerts on its own).
     log.warning("the features of %s@%s for %s are %s: %s", FEATURE_SET_NAME, FEATURE_SET_VERSION, ds, day, document.get("note"))
     return False
+'''
 
+_SCORING_TASKS = '''
 
 def start_scoring(**context):
     """Start (or find) the day's scoring run; returns its run id (XCom)."""
@@ -692,4 +916,63 @@ with _dag() as dag:
         timeout=SENSOR_TIMEOUT_S,
     )
     start >> materialised
+'''
+
+_POD_IMPORTS = """from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import models as k8s
+
+"""
+
+_SCORING_POD_TASKS = '''
+
+class ScoringPod(KubernetesPodOperator):
+    """The scorer image's one-shot entrypoint in a pod, scoring the run's day (in the DAG's zone).
+
+    No field is a template: the model's name reaches the pod's arguments as data, never as Jinja. The
+    day and the job id are added when the pod is built for a run; the job id (the day and the try) keys
+    the events the pod publishes, so a pod run again within one try republishes the same event ids.
+    """
+
+    template_fields = ()
+
+    def build_pod_request_obj(self, context=None, *, dry_run=False):
+        if context is not None:
+            ds = _ds(context)
+            attempt = getattr(context.get("ti"), "try_number", None) or 1
+            job_id = IDEMPOTENCY_PREFIX + "-" + ds + "-t" + str(attempt)
+            self.arguments = [*SCORER_ARGUMENTS, "--ds=" + ds, "--job-id=" + job_id]
+        return super().build_pod_request_obj(context, dry_run=dry_run)
+
+
+env_from = [
+    k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=name)) for name in POD_ENV_CONFIG_MAPS
+] + [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=name)) for name in POD_ENV_SECRETS]
+
+with _dag() as dag:
+    features = PythonSensor(
+        task_id="wait_for_features",
+        python_callable=wait_for_features,
+        mode="reschedule",
+        poke_interval=SENSOR_POKE_S,
+        timeout=SENSOR_TIMEOUT_S,
+    )
+    scored = ScoringPod(
+        task_id="score",
+        name="pfactory-score",
+        kubernetes_conn_id=KUBERNETES_CONN_ID,
+        namespace=POD_NAMESPACE,
+        service_account_name=POD_SERVICE_ACCOUNT,
+        image=SCORER_IMAGE,
+        image_pull_policy=POD_IMAGE_PULL_POLICY,
+        cmds=SCORER_COMMAND,
+        arguments=SCORER_ARGUMENTS,
+        env_from=env_from,
+        container_resources=k8s.V1ResourceRequirements(**POD_RESOURCES) if POD_RESOURCES else None,
+        labels={"app.kubernetes.io/name": "pfactory-scorer", "app.kubernetes.io/part-of": "pfactory"},
+        startup_timeout_seconds=POD_STARTUP_TIMEOUT_S,
+        active_deadline_seconds=EXECUTION_TIMEOUT_S,  # Kubernetes stops the pod even if the worker is gone
+        get_logs=True,
+        on_finish_action="delete_pod",
+    )
+    features >> scored
 '''
