@@ -105,6 +105,9 @@ class DeploymentContract:
             assert [v for v, s in statuses.items() if s == "live"] == [winner], statuses
             assert all(s == "archived" for v, s in statuses.items() if v != winner)
             assert any(r.live for r in results if r.version == winner)
+            # a version is made live by one call only, so "went live" is counted once
+            made_live = [r.version for r in results if r.transitioned]
+            assert all(made_live.count(v.version) <= 1 for v in contenders) and winner in made_live
 
     async def test_an_approved_version_overtaken_before_its_day_is_archived(
         self, registry: RegistryIndex

@@ -19,6 +19,7 @@ from pfactory.contracts.events import DeploymentScheduled, ModelRegistered, Vers
 from pfactory.registry.model import ModelVersion, VersionStatus
 from pfactory.registry.sqlite import SqliteVersionIndex
 from tests.registry.factories import PAIR, make_version
+from tests.utils.statsd import capturing_statsd
 from tests.workers.support import collect, http_status, publish, running_worker, wait_for
 
 pytestmark = pytest.mark.integration
@@ -56,7 +57,15 @@ async def test_registered_versions_go_live_and_replace_each_other_without_anyone
         "PF_SCHEDULER_CLOCK_OFFSET_S": str(2 * 86400),  # tomorrow has come: the go-live is due at once
     }
     async with SqliteVersionIndex(data_dir / "registry.db") as index:
-        with running_worker("scheduler", bus_settings, tmp_path, extra_env=env) as worker:
+        with (
+            capturing_statsd() as statsd,
+            running_worker(
+                "scheduler",
+                bus_settings,
+                tmp_path,
+                extra_env={**env, "PF_TELEMETRY_STATSD_PORT": str(statsd.port)},
+            ) as worker,
+        ):
             wait_for(lambda: http_status(f"{worker.url}/ready") == 200, 30, "scheduler /ready", worker.log)
             first = await _register(index)
             await publish(
@@ -101,3 +110,13 @@ async def test_registered_versions_go_live_and_replace_each_other_without_anyone
                 "archived",
                 f"replaced by version {second.version}",
             )
+            statsd.wait_for(
+                lambda: (
+                    len(statsd.named("pf.scheduler.deployments", service="scheduler", action="live")) == 2
+                ),
+                10,
+                f"two go-lives counted: {[line.raw for line in statsd.named('pf.scheduler.deployments')]}",
+            )
+            archived_lines = statsd.named("pf.scheduler.deployments", action="archived")
+            assert [line.tags["model"] for line in archived_lines] == [PAIR.model_name]
+            assert statsd.named("pf.bus.handled", topic=topics.MODEL_REGISTERED, outcome="ok")

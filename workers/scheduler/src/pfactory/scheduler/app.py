@@ -64,6 +64,7 @@ def build(settings: SchedulerSettings) -> AsgiFastStream:
     publisher = EventPublisher(broker, producer=service.SERVICE)
     offset = timedelta(seconds=settings.clock_offset_s)
     dags = build_dags(settings)
+    metrics = settings.telemetry.metrics(service.SERVICE)
     state: dict[str, object] = {}
 
     async def publish(event: Event, event_id: str) -> None:
@@ -80,6 +81,7 @@ def build(settings: SchedulerSettings) -> AsgiFastStream:
         group_id=settings.group_id,
         settings=settings.bus,
         publisher=publisher,
+        metrics=metrics,
     )
     async def on_model_registered(envelope: Envelope) -> None:
         event = envelope.open_as(ModelRegistered)
@@ -93,6 +95,7 @@ def build(settings: SchedulerSettings) -> AsgiFastStream:
         group_id=settings.group_id,
         settings=settings.bus,
         publisher=publisher,
+        metrics=metrics,
     )
     async def on_version_changed(envelope: Envelope) -> None:
         event = envelope.open_as(ModelVersionChanged)
@@ -108,6 +111,7 @@ def build(settings: SchedulerSettings) -> AsgiFastStream:
         group_id=f"{settings.group_id}-feature-sets",
         settings=settings.bus,
         publisher=publisher,
+        metrics=metrics,
     )
     async def on_materialisation_requested(envelope: Envelope) -> None:
         if envelope.producer == service.SERVICE:
@@ -124,6 +128,7 @@ def build(settings: SchedulerSettings) -> AsgiFastStream:
             clock=lambda: datetime.now().astimezone() + offset,
             runs_schedules=dags is None,
             feature_sets=FeatureSetBook(settings.state_dir / "feature-sets.json"),
+            metrics=metrics,
         )
         mark = TickMark(settings.state_dir / "last-tick.json")
         resumed = mark.read(scheduler().clock(), timedelta(seconds=settings.catch_up_s))

@@ -114,16 +114,20 @@ class GoLive:
     """Whether the version is live afterwards (False: a later approval won)."""
     archived: tuple[int, ...]
     """Versions this call archived (the one it replaced, overtaken approvals, or itself)."""
+    transitioned: bool = False
+    """Whether this call made it live (False: another call had, e.g. a racing event and tick)."""
 
 
 async def go_live(registry: Registry, version: ModelVersion) -> GoLive:
     """Make an approved version live and archive what it replaces (see the module docstring)."""
     pair = version.pair
+    transitioned = True
     try:
         await registry.transition(
             pair, version.version, VersionStatus.LIVE, actor=ACTOR, reason=f"live from {live_from(version)}"
         )
     except IllegalTransitionError:
+        transitioned = False
         current = await registry.get(pair, version.version)
         if current.status is not VersionStatus.LIVE:
             return GoLive(pair, version.version, live=False, archived=())
@@ -138,7 +142,13 @@ async def go_live(registry: Registry, version: ModelVersion) -> GoLive:
             registry, waiting, winner.version
         ):
             archived.append(waiting.version)
-    return GoLive(pair, version.version, live=winner.version == version.version, archived=tuple(archived))
+    return GoLive(
+        pair,
+        version.version,
+        live=winner.version == version.version,
+        archived=tuple(archived),
+        transitioned=transitioned,
+    )
 
 
 def due(version: ModelVersion, now: datetime) -> bool:

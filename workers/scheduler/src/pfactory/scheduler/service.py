@@ -207,7 +207,7 @@ class Scheduler:
             await self.publish(event, event_id("archived", archived.label, len(archived.audit)))
             self.metrics.emit(catalog.DEPLOYMENTS, model=archived.model_name, action="archived")
             log.info("%s archived; replaced by version %s", archived.label, event.replaced_by)
-        if result.live:
+        if result.live and result.transitioned:
             log.info("%s is live", version.label)
             self.metrics.emit(catalog.DEPLOYMENTS, model=version.model_name, action="live")
 
