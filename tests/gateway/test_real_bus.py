@@ -7,9 +7,13 @@ import pytest
 from pfactory.bus import BusSettings, EmbeddedBroker, EventPublisher, build_broker, read_envelopes
 from pfactory.contracts import topics
 from pfactory.contracts.events import Envelope, JobStatus, JobStatusChanged, TrainRequested
+from pfactory.gateway.adapters.bus import STATUS_GROUP
 from pfactory.gateway.app import create_app
 from pfactory.gateway.settings import GatewaySettings
+from pfactory.telemetry import catalog
+from pfactory.telemetry.metrics import Metrics
 from tests.gateway.support import MODEL_YAML, YAML, eventually, serving
+from tests.utils.statsd import capturing_statsd
 
 pytestmark = pytest.mark.integration
 
@@ -76,35 +80,51 @@ async def test_status_events_on_the_bus_finish_jobs_with_their_reason(
     await worker.connect()
     publisher = EventPublisher(worker, "trainer")
     try:
-        async with serving(create_app(gateway_settings, bus=bus_settings), admin_key) as client:
-            ok = (await client.post("/v1/jobs", content=MODEL_YAML, headers=YAML)).json()["job_id"]
-            bad = (await client.post("/v1/jobs", content=MODEL_YAML, headers=YAML)).json()["job_id"]
-            await publisher.publish(
-                JobStatusChanged(
-                    job_id=ok, status=JobStatus.SUCCEEDED, stage="registered", result={"version": 1}
+        with capturing_statsd() as statsd:
+            metrics = Metrics(service="gateway", port=statsd.port)
+            async with serving(
+                create_app(gateway_settings, bus=bus_settings, metrics=metrics), admin_key
+            ) as client:
+                ok = (await client.post("/v1/jobs", content=MODEL_YAML, headers=YAML)).json()["job_id"]
+                bad = (await client.post("/v1/jobs", content=MODEL_YAML, headers=YAML)).json()["job_id"]
+                await publisher.publish(
+                    JobStatusChanged(
+                        job_id=ok, status=JobStatus.SUCCEEDED, stage="registered", result={"version": 1}
+                    )
                 )
-            )
-            await publisher.publish(
-                JobStatusChanged(
-                    job_id=bad,
-                    status=JobStatus.FAILED,
-                    stage="fit",
-                    reason="estimator raised ValueError: bad input",
+                await publisher.publish(
+                    JobStatusChanged(
+                        job_id=bad,
+                        status=JobStatus.FAILED,
+                        stage="fit",
+                        reason="estimator raised ValueError: bad input",
+                    )
                 )
-            )
 
-            async def finished() -> bool:
-                states = [(await client.get(f"/v1/jobs/{job}")).json() for job in (ok, bad)]
-                return all(state["terminal"] for state in states)
+                async def finished() -> bool:
+                    states = [(await client.get(f"/v1/jobs/{job}")).json() for job in (ok, bad)]
+                    return all(state["terminal"] for state in states)
 
-            await eventually(finished, timeout=60, what="both jobs to finish")
-            done, failed = [(await client.get(f"/v1/jobs/{job}")).json() for job in (ok, bad)]
-            assert (done["status"], done["result"]) == ("succeeded", {"version": 1})
-            assert (failed["status"], failed["stage"], failed["reason"]) == (
-                "failed",
-                "fit",
-                "estimator raised ValueError: bad input",
-            )
+                await eventually(finished, timeout=60, what="both jobs to finish")
+                done, failed = [(await client.get(f"/v1/jobs/{job}")).json() for job in (ok, bad)]
+                assert (done["status"], done["result"]) == ("succeeded", {"version": 1})
+                assert (failed["status"], failed["stage"], failed["reason"]) == (
+                    "failed",
+                    "fit",
+                    "estimator raised ValueError: bad input",
+                )
+                # the status feed's consumer reports its bus metrics; each job's end is counted once
+                handled = {"group": STATUS_GROUP, "topic": topics.JOB_STATUS, "outcome": "ok"}
+                await eventually(
+                    lambda: (
+                        len(statsd.named(catalog.MESSAGES_HANDLED.name, **handled)) >= 2
+                        and bool(statsd.named(catalog.JOBS_SUCCEEDED.name))
+                        and bool(statsd.named(catalog.JOBS_FAILED.name))
+                    ),
+                    what="both status events handled and counted",
+                )
+            assert len(statsd.named(catalog.JOBS_SUCCEEDED.name, kind="train")) == 1
+            assert len(statsd.named(catalog.JOBS_FAILED.name, kind="train")) == 1
     finally:
         await worker.stop()
 

@@ -23,6 +23,8 @@ from pfactory.registry.s3 import S3ArtifactStore
 from pfactory.registry.serialization import load_model
 from pfactory.registry.settings import DynamoDBVersionIndexSettings, S3ArtifactStoreSettings
 from pfactory.registry.sqlite import SqliteVersionIndex
+from pfactory.telemetry import catalog
+from tests.utils.statsd import capturing_statsd
 from tests.workers.registrar.factories import (
     FEATURE_SET,
     MODEL_NAME,
@@ -58,17 +60,37 @@ async def test_a_trained_model_becomes_a_visible_loadable_version_and_the_job_su
     data_dir = tmp_path / "registry"
     store = LocalArtifactStore(data_dir / "artifacts")
     event = await trained_event(store)
-    env = {"PF_REGISTRY_DATA_DIR": str(data_dir)}
-
-    with running_worker("registrar", bus_settings, _log_dir(tmp_path, "logs"), extra_env=env) as worker:
-        sent = await publish(bus_settings, event)
-        (registered,) = await collect(
-            bus_settings, topics.MODEL_REGISTERED, _for_job(event.job_id), count=1, timeout_s=60
+    with capturing_statsd() as statsd:
+        env = {
+            "PF_REGISTRY_DATA_DIR": str(data_dir),
+            "PF_TELEMETRY_STATSD_PORT": str(statsd.port),
+            "PF_REGISTRAR_VERSIONS_GAUGE_MIN_GAP_S": "0",
+        }
+        with running_worker("registrar", bus_settings, _log_dir(tmp_path, "logs"), extra_env=env) as worker:
+            sent = await publish(bus_settings, event)
+            (registered,) = await collect(
+                bus_settings, topics.MODEL_REGISTERED, _for_job(event.job_id), count=1, timeout_s=60
+            )
+            statuses = await collect(
+                bus_settings, topics.JOB_STATUS, _for_job(event.job_id), count=2, timeout_s=15
+            )
+            assert http_status(f"{worker.url}/ready") == 200
+            handled = {"group": worker.group_id, "topic": topics.MODEL_TRAINED, "outcome": "ok"}
+            candidates = catalog.REGISTRY_VERSIONS.name
+            statsd.wait_for(
+                lambda: (
+                    bool(statsd.named(catalog.MESSAGES_HANDLED.name, **handled))
+                    and any(line.value == 1 for line in statsd.named(candidates, status="candidate"))
+                ),
+                10,
+                "the registration handled and the registry recounted",
+            )
+        [line] = statsd.named(catalog.MODELS_REGISTERED.name, service="registrar")
+        assert (line.tags["model"], line.tags["feature_set"], line.value) == (
+            MODEL_NAME,
+            "credit-features@1",
+            1,
         )
-        statuses = await collect(
-            bus_settings, topics.JOB_STATUS, _for_job(event.job_id), count=2, timeout_s=15
-        )
-        assert http_status(f"{worker.url}/ready") == 200
 
     assert registered.causation_id == sent.event_id and registered.producer == "registrar"
     assert registered.payload["version"] == 1 and registered.payload["status"] == "candidate"

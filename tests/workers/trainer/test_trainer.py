@@ -36,6 +36,8 @@ from pfactory.contracts.events import (
 from pfactory.registry.local import LocalArtifactStore
 from pfactory.registry.serialization import load_model
 from pfactory.registry.staging import key_from_uri
+from pfactory.telemetry import catalog
+from tests.utils.statsd import StatsdCapture, capturing_statsd
 from tests.workers.support import collect, http_status, publish, running_worker, wait_for
 from tests.workers.trainer.credit_data import credit_config, write_credit_store
 
@@ -102,7 +104,15 @@ async def test_a_sweep_trains_in_isolation_and_stages_the_champion_once(
         "estimator.learning_rate": [0.05, 0.1],
     }
     request = _request(config)
-    with running_worker("trainer", bus_settings, tmp_path, extra_env=_env(tmp_path, store)) as worker:
+    with (
+        capturing_statsd() as statsd,
+        running_worker(
+            "trainer",
+            bus_settings,
+            tmp_path,
+            extra_env=_env(tmp_path, store, PF_TELEMETRY_STATSD_PORT=str(statsd.port)),
+        ) as worker,
+    ):
         wait_for(lambda: http_status(f"{worker.url}/health") == 200, 30, "trainer /health", worker.log)
         sent = await publish(bus_settings, request)
         trained = await collect(
@@ -150,6 +160,7 @@ async def test_a_sweep_trains_in_isolation_and_stages_the_champion_once(
             and final.result["training"]["selected"] == sweep["selected"]
         )
         assert all(e.causation_id == sent.event_id for e in trained)
+        _assert_stage_durations(statsd, final.result["training"]["trials"], worker.group_id)
 
         # the same request again: answered from the record, same event ids, no run started
         runs_before = sorted(p.name for p in (tmp_path / "scratch").rglob("result.json"))
@@ -164,10 +175,29 @@ async def test_a_sweep_trains_in_isolation_and_stages_the_champion_once(
         assert again[1].event_id == again[0].event_id and again[1].open_as(ModelTrained) == event
         assert sorted(p.name for p in (tmp_path / "scratch").rglob("result.json")) == runs_before
         assert "answering from its record" in worker.log()
+        handled = {"group": worker.group_id, "topic": topics.TRAIN_REQUESTED, "outcome": "ok"}
+        statsd.wait_for(
+            lambda: len(statsd.named(catalog.MESSAGES_HANDLED.name, **handled)) == 2, 10, "both handled"
+        )
+        assert len(statsd.named(catalog.STAGE_DURATION.name)) == 16  # no stage ran again
 
         assert http_status(f"{worker.url}/ready") == 200
         worker.process.send_signal(signal.SIGTERM)
         assert worker.process.wait(20) in (0, -signal.SIGTERM), worker.log()
+
+
+def _assert_stage_durations(statsd: StatsdCapture, trials: list[dict[str, Any]], group: str) -> None:
+    """Each run's four stage times reach DogStatsD as the run reported them (seconds -> ms)."""
+    handled = {"group": group, "topic": topics.TRAIN_REQUESTED, "outcome": "ok"}
+    statsd.wait_for(lambda: bool(statsd.named(catalog.MESSAGES_HANDLED.name, **handled)), 10, "handled")
+    lines = statsd.named(catalog.STAGE_DURATION.name, kind="train", service="trainer")
+    assert len(lines) == len(statsd.named(catalog.STAGE_DURATION.name)) == 4 * len(trials)
+    assert {line.kind for line in lines} == {"d"}
+    for stage in ("load", "fit", "evaluate", "save"):
+        seen = sorted(line.value for line in lines if line.tags["stage"] == stage)
+        reported = sorted(trial["timings"][stage] * 1000 for trial in trials)
+        assert seen == pytest.approx(reported), stage
+        assert all(value > 0 for value in seen)
 
 
 async def test_a_job_that_exhausts_its_memory_fails_alone_while_two_others_finish(

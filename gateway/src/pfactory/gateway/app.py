@@ -32,9 +32,10 @@ from pfactory.gateway.routes import (
 )
 from pfactory.gateway.settings import GatewaySettings
 from pfactory.gateway.sink import EnvelopeSink, StatusFeed
-from pfactory.gateway.status import apply_status_envelope
+from pfactory.gateway.status import JobMetrics, JobStatusFollower
 from pfactory.gateway.store import GatewayStore
 from pfactory.registry.wiring import Registry, build_registry
+from pfactory.telemetry.metrics import Metrics
 
 log = logging.getLogger("pfactory.gateway")
 
@@ -94,6 +95,7 @@ def build(
     bus: BusSettings | None = None,
     status_feed: StatusFeed | None = None,
     feature_feed: StatusFeed | None = None,
+    metrics: Metrics | None = None,
 ) -> Components:
     """Choose the backends: SQLite store; Kafka sink and status feed when a bus is configured.
 
@@ -104,6 +106,7 @@ def build(
         bus: bus settings; when None and no sink is given, read from ``PF_BUS_*`` if the bus is enabled.
         status_feed: a status feed to use instead of the Kafka consumer.
         feature_feed: a feed of materialisation outcomes to use instead of the Kafka consumers.
+        metrics: the emitter the Kafka consumers report their bus metrics to (none when None).
 
     Returns:
         The components.
@@ -116,8 +119,8 @@ def build(
         from pfactory.gateway.adapters.bus import KafkaEnvelopeSink, KafkaStatusFeed, feature_outcome_feed
 
         sink = sink or KafkaEnvelopeSink(bus)
-        status_feed = status_feed or KafkaStatusFeed(bus)
-        feature_feed = feature_feed or feature_outcome_feed(bus)
+        status_feed = status_feed or KafkaStatusFeed(bus, metrics=metrics)
+        feature_feed = feature_feed or feature_outcome_feed(bus, metrics=metrics)
     return Components(store or SqliteGatewayStore(settings.database_path), sink, status_feed, feature_feed)
 
 
@@ -165,6 +168,7 @@ def create_app(
     status_feed: StatusFeed | None = None,
     registry: Registry | None = None,
     feature_feed: StatusFeed | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """The gateway app; its lifespan opens the store and the registry, starts the relay and the registry
     feed, follows job status and materialisation outcomes.
@@ -179,15 +183,25 @@ def create_app(
             ``settings.registry_settings()``.
         feature_feed: follow materialisation outcomes (``FeaturesMaterialised``, day-level
             ``MaterialisationFailed``) from this instead of Kafka, into the feature-set catalog.
+        metrics: the DogStatsD emitter for job and bus metrics; by default one built from
+            ``settings.telemetry`` (``PF_TELEMETRY_*``) for the service ``gateway``.
 
     Returns:
         The FastAPI app.
     """
+    emitter = metrics if metrics is not None else settings.telemetry.metrics("gateway")
+    job_metrics = JobMetrics(emitter)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         parts = build(
-            settings, sink=sink, store=store, bus=bus, status_feed=status_feed, feature_feed=feature_feed
+            settings,
+            sink=sink,
+            store=store,
+            bus=bus,
+            status_feed=status_feed,
+            feature_feed=feature_feed,
+            metrics=emitter,
         )
         app.state.store = parts.store
         app.state.registry = registry or await build_registry(settings.registry_settings())
@@ -221,10 +235,10 @@ def create_app(
             app.state.registry_feed = feed
             feed_task = asyncio.create_task(feed.run(), name="gateway-registry-feed")
         if parts.status_feed is not None:
-            jobs_store = parts.store
+            follower = JobStatusFollower(parts.store, job_metrics)
 
             async def handle(envelope: Envelope) -> None:
-                await apply_status_envelope(jobs_store, envelope)
+                await follower.apply(envelope)
 
             status_task = asyncio.create_task(parts.status_feed.run(handle), name="gateway-status-feed")
         if parts.feature_feed is not None:
@@ -247,6 +261,8 @@ def create_app(
                 await parts.store.close()
             if registry is None:
                 await app.state.registry.close()
+            if metrics is None:
+                emitter.close()
 
     app = FastAPI(
         title="Prediction Factory gateway",
@@ -256,6 +272,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.job_metrics = job_metrics
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.include_router(jobs.router)

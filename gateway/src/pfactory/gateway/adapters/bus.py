@@ -14,6 +14,7 @@ from pfactory.bus.settings import BusSettings
 from pfactory.contracts import topics
 from pfactory.contracts.events import Envelope
 from pfactory.gateway.sink import EnvelopeHandler
+from pfactory.telemetry.metrics import Metrics
 
 log = logging.getLogger("pfactory.gateway.bus")
 
@@ -75,11 +76,13 @@ class KafkaStatusFeed:
         topic: str = topics.JOB_STATUS,
         group_id: str = STATUS_GROUP,
         name: str = "gateway_job_status",
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self.topic = topic
         self.group_id = group_id
         self.name = name
+        self._metrics = metrics
 
     async def run(self, handle: EnvelopeHandler) -> None:
         """Consume until cancelled; keep trying to connect while the broker is down."""
@@ -94,6 +97,7 @@ class KafkaStatusFeed:
                 publisher=EventPublisher(broker, PRODUCER),
                 name=self.name,
                 transient=(*TRANSIENT_ERRORS, sqlite3.OperationalError),
+                metrics=self._metrics,
             )(handle)
             try:
                 if self._settings.create_topics:
@@ -127,7 +131,7 @@ class CombinedFeed:
                 group.create_task(feed.run(handle), name=f"gateway-feed-{feed.topic}")
 
 
-def feature_outcome_feed(settings: BusSettings) -> CombinedFeed:
+def feature_outcome_feed(settings: BusSettings, *, metrics: Metrics | None = None) -> CombinedFeed:
     """``pf.features.materialised`` and ``pf.materialisation.failed``, each in its own consumer group."""
     return CombinedFeed(
         KafkaStatusFeed(
@@ -135,12 +139,14 @@ def feature_outcome_feed(settings: BusSettings) -> CombinedFeed:
             topic=topics.FEATURES_MATERIALISED,
             group_id=f"{FEATURE_GROUP}-materialised",
             name="gateway_features_materialised",
+            metrics=metrics,
         ),
         KafkaStatusFeed(
             settings,
             topic=topics.MATERIALISATION_FAILED,
             group_id=f"{FEATURE_GROUP}-failed",
             name="gateway_materialisation_failed",
+            metrics=metrics,
         ),
     )
 

@@ -11,6 +11,7 @@ from pfactory.gateway.outbox import OutboxRelay
 from pfactory.gateway.registry_feed import RegistryFeed
 from pfactory.gateway.schemas import ErrorPublic, ScopeErrorPublic, ValidationErrorPublic
 from pfactory.gateway.settings import GatewaySettings
+from pfactory.gateway.status import JobMetrics
 from pfactory.gateway.store import GatewayStore
 
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
@@ -47,6 +48,12 @@ def settings_of(request: Request) -> GatewaySettings:
     """The app's settings."""
     settings: GatewaySettings = request.app.state.settings
     return settings
+
+
+def job_metrics_of(request: Request) -> JobMetrics:
+    """The app's job lifecycle metrics."""
+    job_metrics: JobMetrics = request.app.state.job_metrics
+    return job_metrics
 
 
 def idempotency_lock(request: Request) -> asyncio.Lock:

@@ -19,7 +19,14 @@ from pfactory.gateway.feature_catalog import (
     FeatureSetVersionRecord,
     RegistrationOutcome,
 )
-from pfactory.gateway.routes.common import AUTH_ERRORS, INVALID, relay_of, settings_of, store_of
+from pfactory.gateway.routes.common import (
+    AUTH_ERRORS,
+    INVALID,
+    job_metrics_of,
+    relay_of,
+    settings_of,
+    store_of,
+)
 from pfactory.gateway.schemas import (
     ErrorPublic,
     JobCreate,
@@ -226,6 +233,7 @@ async def accept_submission(
         request_event_id=envelope.event_id,
     )
     await store.accept_job(job, envelope, event.TOPIC, event.partition_key())
+    job_metrics_of(request).submitted(config.kind)
     relay = relay_of(request)
     if relay is not None:
         relay.wake()

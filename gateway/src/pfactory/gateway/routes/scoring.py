@@ -20,6 +20,7 @@ from pfactory.gateway.routes.common import (
     AUTH_ERRORS,
     INVALID,
     idempotency_lock,
+    job_metrics_of,
     relay_of,
     settings_of,
     store_of,
@@ -238,6 +239,7 @@ async def start_scoring_run(
             request_event_id=envelope.event_id,
         )
         await store.accept_job(job, envelope, event.TOPIC, event.partition_key())
+    job_metrics_of(request).submitted(JobKind.SCORE)
     relay = relay_of(request)
     if relay is not None:
         relay.wake()

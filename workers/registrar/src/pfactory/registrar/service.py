@@ -68,6 +68,9 @@ log = logging.getLogger("pfactory.registrar")
 AfterArtifactsWritten = Callable[[VersionLayout], None]
 """Called between the artifact writes (c) and the commit (d); the test hook that crashes there."""
 
+OnCommitted = Callable[[ModelVersion], None]
+"""Called once per version, right after this registration committed it (never for a redelivery)."""
+
 NON_METRIC_SECTIONS = frozenset({"calibration", "sweep"})
 """Sections of ``ModelTrained.metrics`` that are never metrics, whatever keys they hold."""
 _FRAMEWORKS = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost"}
@@ -112,6 +115,7 @@ async def register(
     registry: RegistryStores,
     *,
     after_artifacts_written: AfterArtifactsWritten | None = None,
+    on_committed: OnCommitted | None = None,
 ) -> ModelRegistered | RegistrationFailed:
     """Register a trained model as a new candidate version of its pair.
 
@@ -119,6 +123,8 @@ async def register(
         event: the training result with its staged artifact.
         registry: the artifact store and version index.
         after_artifacts_written: called after step (c), before the commit (test hook).
+        on_committed: called with the stored record when this call committed the version (step d);
+            not when a redelivered event finds it committed already.
 
     Returns:
         ``ModelRegistered`` (also for a redelivered event: the same version), or
@@ -143,6 +149,8 @@ async def register(
     if after_artifacts_written is not None:
         after_artifacts_written(layout)
     stored = await registry.index.commit(record)
+    if on_committed is not None:
+        on_committed(stored)
     log.info(
         "job=%s registered %s (failed gates: %s)", event.job_id, stored.label, stored.failed_gates or "none"
     )

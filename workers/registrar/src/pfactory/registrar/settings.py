@@ -22,6 +22,19 @@ class RegistrarSettings(ServiceSettings):
         default_factory=RegistrySettings,
         description="Artifact store and version index: embedded or AWS (env prefix PF_REGISTRY_).",
     )
+    versions_gauge_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often the registry's versions are counted by status for the registry-size gauge "
+        "(catalog.REGISTRY_VERSIONS; catches status changes made through the gateway or the scheduler). Each count reads every "
+        "version record (on DynamoDB, whole items from the by_status index), so keep it minutes, not seconds.",
+    )
+    versions_gauge_min_gap_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A registration asks for a fresh count, but never sooner than this after the last one "
+        "(a burst of registrations costs one count).",
+    )
     crash_after: Literal["artifact_write"] | None = Field(
         default=None,
         description="TEST HOOK, never set in production: 'artifact_write' kills the process "

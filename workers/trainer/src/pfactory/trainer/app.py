@@ -39,6 +39,7 @@ def build_launcher(settings: TrainerSettings) -> PodLauncher:
 def build(settings: TrainerSettings) -> AsgiFastStream:
     """The trainer app: consumes ``pf.train.requested``; answers on the model and job topics."""
     broker = build_broker(settings.bus, service=service.SERVICE)
+    metrics = settings.telemetry.metrics(service.SERVICE)
     publisher = EventPublisher(broker, producer=service.SERVICE)
     artifacts = build_artifact_store(RegistrySettings())
     launcher = build_launcher(settings)
@@ -58,6 +59,7 @@ def build(settings: TrainerSettings) -> AsgiFastStream:
         labels_endpoint_url=settings.feature_store_endpoint_url,
         tracker=tracker,
         heartbeat_s=settings.heartbeat_s,
+        metrics=metrics,
     )
     in_flight: set[str] = set()
 
@@ -68,6 +70,7 @@ def build(settings: TrainerSettings) -> AsgiFastStream:
         settings=settings.bus,
         publisher=publisher,
         concurrency=settings.max_concurrent_jobs,
+        metrics=metrics,
     )
     async def on_train_requested(envelope: Envelope) -> None:
         request = envelope.open_as(TrainRequested)
@@ -96,6 +99,7 @@ def build(settings: TrainerSettings) -> AsgiFastStream:
             group_id=f"{settings.group_id}-tracking",
             settings=settings.bus,
             publisher=publisher,
+            metrics=metrics,
         )
         async def on_model_registered(envelope: Envelope) -> None:
             event = envelope.open_as(ModelRegistered)
@@ -110,6 +114,7 @@ def build(settings: TrainerSettings) -> AsgiFastStream:
     async def close() -> None:
         await launcher.aclose()
         await artifacts.close()
+        metrics.close()
 
     return make_service_app(
         broker, settings.bus, service=service.SERVICE, on_startup=[warm], on_shutdown=[close]

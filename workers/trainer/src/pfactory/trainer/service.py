@@ -36,6 +36,8 @@ from pfactory.contracts.issues import ConfigError
 from pfactory.contracts.loader import load_config_dict
 from pfactory.registry.artifacts import ArtifactStore
 from pfactory.registry.staging import STAGING_PREFIX, stage_model
+from pfactory.telemetry import catalog
+from pfactory.telemetry.metrics import Metrics
 from pfactory.trainer import runfiles
 from pfactory.trainer.jobspec import MODEL_FILE, REFERENCE_FILE, RunResult, RunSpec, StoreLocation
 from pfactory.trainer.launcher import PodLauncher, RunOutcome
@@ -83,6 +85,7 @@ class TrainerDeps:
     labels_endpoint_url: str | None = None
     tracker: Tracker | None = None
     heartbeat_s: float = 60.0
+    metrics: Metrics = field(default_factory=lambda: Metrics.disabled(SERVICE))
 
 
 @dataclass
@@ -302,6 +305,8 @@ async def _run(job: _Job, spec: RunSpec) -> TrialOutcome:
             spec, resources=job.spec.resources, model_name=job.request.model_name
         )
     result = outcome.result
+    if result is not None:
+        report_stage_timings(job.deps.metrics, result)
     trial = TrialOutcome(spec.run_id, dict(spec.params), outcome, result, spec.output_uri)
     job.done += 1
     status = "finished" if trial.ok else f"failed: {trial.reason}"
@@ -316,6 +321,17 @@ async def _run(job: _Job, spec: RunSpec) -> TrialOutcome:
         ),
     )
     return trial
+
+
+def report_stage_timings(metrics: Metrics, result: RunResult) -> None:
+    """One ``catalog.STAGE_DURATION`` value per stage the run entered, from the times its ``result.json`` reports.
+
+    The isolated run measures its phases itself (it has no telemetry of its own); a phase it never
+    reached reports exactly 0 s and is left out, so a run failing while loading adds no fit time.
+    """
+    for stage, seconds in result.timings.model_dump().items():
+        if seconds > 0:
+            metrics.emit(catalog.STAGE_DURATION, seconds * 1000, kind="train", stage=stage)
 
 
 async def _train(job: _Job) -> list[Event]:
