@@ -143,8 +143,16 @@ def check_metric_query(
             pinned.append(tag)
         elif term.key not in allowed:
             findings.add(where, f"filters on the undeclared tag {term.key!r}; {declared}")
-        elif not term.negated:
-            pinned.append(term.key)
+        else:
+            known = metric.values.get(term.key)
+            if known is not None and term.value is not None and term.value not in known:
+                findings.add(
+                    where,
+                    f"filters on {term.key}:{term.value}, which {metric.name} never carries "
+                    f"(its {term.key} is one of {list(known)})",
+                )
+            if not term.negated:
+                pinned.append(term.key)
     for tag in sorted({tag for tag in pinned if pinned.count(tag) > 1}):
         findings.add(where, f"the tag {tag!r} is filtered twice (a variable and a value, or two values)")
     for tag in query.group_by:

@@ -422,3 +422,14 @@ def test_every_catalog_metric_has_one_constant() -> None:
     constants = metric_constants()
     assert all(isinstance(metric, Metric) for metric in constants.values())
     assert len(constants) == len(CATALOG)
+
+
+def test_a_tag_value_the_metric_never_carries_is_caught() -> None:
+    """``status:success`` on a metric whose status is succeeded or failed would silently match nothing."""
+    monitor = _monitor("missing_scoring_run")
+    assert "status:succeeded" in monitor["query"]
+    monitor["query"] = monitor["query"].replace("status:succeeded", "status:success")
+    problems = check_monitor(monitor, "missing_scoring_run.json", ANCHORS).problems
+    assert any("filters on status:success, which pf.scoring.runs never carries" in p for p in problems), (
+        problems
+    )

@@ -70,10 +70,10 @@ def test_a_bad_timer_call_fails_before_the_work() -> None:
 
 
 def test_tag_values_cannot_break_the_line() -> None:
-    line = format_line(catalog.JOBS_SUBMITTED, 1, {"kind": "a,b|c #d:e"}, "service:x")
+    line = format_line(catalog.ROWS_MATERIALISED, 1, {"feature_set": "a,b|c #d:e"}, "service:x")
     parsed = parse_line(line)
-    assert parsed.tags == {"kind": "a_b_c__d:e", "service": "x"}
-    assert format_line(catalog.JOBS_SUBMITTED, 1, {"kind": None}, "").endswith("|#kind:none")
+    assert parsed.tags == {"feature_set": "a_b_c__d:e", "service": "x"}
+    assert format_line(catalog.ROWS_MATERIALISED, 1, {"feature_set": None}, "").endswith("|#feature_set:none")
 
 
 def test_no_agent_is_silent() -> None:
@@ -102,3 +102,13 @@ def test_catalog_names_are_unique_well_formed_and_documented() -> None:
         assert metric.description and metric.unit
         assert not set(metric.tags) & set(catalog.UNIFIED_TAGS), name
         assert len(set(metric.tags)) == len(metric.tags), name
+
+
+def test_an_enumerated_tag_takes_only_its_declared_values() -> None:
+    metrics = Metrics.disabled()
+    metrics.emit(catalog.SCORING_RUNS, model="m", model_version=1, status="succeeded")
+    with pytest.raises(MetricError, match=r"status='success' is not one of \['succeeded', 'failed'\]"):
+        metrics.emit(catalog.SCORING_RUNS, model="m", model_version=1, status="success")
+    for metric in catalog.CATALOG.values():
+        assert set(metric.values) <= set(metric.tags), metric.name
+        assert all(values for values in metric.values.values()), metric.name

@@ -12,7 +12,8 @@ A model's version is tagged ``model_version`` so it never collides with the serv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -38,25 +39,58 @@ class Metric:
     unit: str
     tags: tuple[str, ...]
     description: str
+    values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """The only values an enumerated tag takes (a dashboard filtering on another value sees nothing)."""
 
 
-def _metric(name: str, kind: Kind, unit: str, tags: tuple[str, ...], description: str) -> Metric:
-    metric = Metric(name, kind, unit, tags, description)
+def _metric(
+    name: str,
+    kind: Kind,
+    unit: str,
+    tags: tuple[str, ...],
+    description: str,
+    values: Mapping[str, tuple[str, ...]] | None = None,
+) -> Metric:
+    unknown = set(values or {}) - set(tags)
+    if unknown:
+        raise ValueError(f"{name}: values given for undeclared tags {sorted(unknown)}")
+    metric = Metric(name, kind, unit, tags, description, dict(values or {}))
     CATALOG[name] = metric
     return metric
+
+
+JOB_KINDS = ("materialise", "train", "score")
+FINAL_STATUSES = ("succeeded", "failed")
+VERSION_STATUSES = ("candidate", "approved", "live", "archived", "rejected")
+SEVERITIES = ("critical", "error", "warning", "info")
 
 
 CATALOG: dict[str, Metric] = {}
 
 # --- jobs (the gateway follows every job's lifecycle) -------------------------------------------------
 JOBS_SUBMITTED = _metric(
-    "pf.jobs.submitted", Kind.COUNT, "job", ("kind",), "Jobs accepted by the gateway (202), by job kind."
+    "pf.jobs.submitted",
+    Kind.COUNT,
+    "job",
+    ("kind",),
+    "Jobs accepted by the gateway (202), by job kind.",
+    {"kind": JOB_KINDS},
 )
 JOBS_SUCCEEDED = _metric(
-    "pf.jobs.succeeded", Kind.COUNT, "job", ("kind",), "Jobs that ended succeeded, by job kind."
+    "pf.jobs.succeeded",
+    Kind.COUNT,
+    "job",
+    ("kind",),
+    "Jobs that ended succeeded, by job kind.",
+    {"kind": JOB_KINDS},
 )
 JOBS_FAILED = _metric(
-    "pf.jobs.failed", Kind.COUNT, "job", ("kind",), "Jobs that ended failed (with a reason), by job kind."
+    "pf.jobs.failed",
+    Kind.COUNT,
+    "job",
+    ("kind",),
+    "Jobs that ended failed (with a reason), by job kind.",
+    {"kind": JOB_KINDS},
 )
 JOB_DURATION = _metric(
     "pf.jobs.duration",
@@ -64,6 +98,7 @@ JOB_DURATION = _metric(
     "millisecond",
     ("kind", "status"),
     "From acceptance to the final status, by job kind and final status.",
+    {"kind": JOB_KINDS, "status": FINAL_STATUSES},
 )
 STAGE_DURATION = _metric(
     "pf.stage.duration",
@@ -71,6 +106,7 @@ STAGE_DURATION = _metric(
     "millisecond",
     ("kind", "stage"),
     "Time a worker spent in one stage of a job (e.g. train/fit, materialise/validate, score/drift).",
+    {"kind": JOB_KINDS},
 )
 
 # --- the bus (every consumer) ---------------------------------------------------------------------------
@@ -89,6 +125,7 @@ MESSAGES_HANDLED = _metric(
     "message",
     ("group", "topic", "outcome"),
     "Handler attempts by outcome: ok, retried (a transient failure, tried again) or dead_lettered.",
+    {"outcome": ("ok", "retried", "dead_lettered")},
 )
 HANDLER_DURATION = _metric(
     "pf.bus.handler_duration",
@@ -120,6 +157,7 @@ PARTITIONS_MATERIALISED = _metric(
     ("feature_set", "status"),
     "Daily feature partitions written, by validation status (good or failed). A monitor watches for "
     "a day without a good one.",
+    {"status": ("good", "failed")},
 )
 VALIDATION_FAILURES = _metric(
     "pf.features.validation_failures",
@@ -136,6 +174,7 @@ SCORING_ROWS = _metric(
     "row",
     ("model", "feature_set", "model_version", "mode"),
     "Rows scored, batch or online.",
+    {"mode": ("batch", "online")},
 )
 SCORING_LATENCY = _metric(
     "pf.scoring.latency",
@@ -143,6 +182,7 @@ SCORING_LATENCY = _metric(
     "millisecond",
     ("model", "model_version", "mode"),
     "Time to score one online request, or one batch day.",
+    {"mode": ("batch", "online")},
 )
 SCORING_RUNS = _metric(
     "pf.scoring.runs",
@@ -150,6 +190,7 @@ SCORING_RUNS = _metric(
     "run",
     ("model", "model_version", "status"),
     "Batch scoring runs finished, by status. A monitor watches for a day without a succeeded one.",
+    {"status": FINAL_STATUSES},
 )
 DRIFT_PSI = _metric(
     "pf.drift.psi",
@@ -180,6 +221,7 @@ REGISTRY_VERSIONS = _metric(
     "version",
     ("status",),
     "Model versions in the registry, by status (the registry's size).",
+    {"status": VERSION_STATUSES},
 )
 DEPLOYMENTS = _metric(
     "pf.scheduler.deployments",
@@ -187,6 +229,7 @@ DEPLOYMENTS = _metric(
     "version",
     ("model", "action"),
     "Deployment steps taken by the scheduler: scheduled, live, archived.",
+    {"action": ("scheduled", "live", "archived")},
 )
 
 # --- alerting --------------------------------------------------------------------------------------------
@@ -197,6 +240,7 @@ ALERTS = _metric(
     ("check", "severity", "action"),
     "Alert events the router handled: action raised, resolved, suppressed (an open incident's "
     "repeat) or dropped (a routing rule says so).",
+    {"severity": SEVERITIES, "action": ("raised", "resolved", "suppressed", "dropped")},
 )
 PAGERDUTY_REQUESTS = _metric(
     "pf.alerts.pagerduty_requests",
@@ -204,4 +248,8 @@ PAGERDUTY_REQUESTS = _metric(
     "request",
     ("action", "outcome"),
     "Events API v2 calls: action trigger/acknowledge/resolve, outcome accepted/retried/rejected/dropped.",
+    {
+        "action": ("trigger", "acknowledge", "resolve"),
+        "outcome": ("accepted", "retried", "rejected", "dropped"),
+    },
 )

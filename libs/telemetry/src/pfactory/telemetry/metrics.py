@@ -50,6 +50,12 @@ def format_line(metric: Metric, value: float, tags: Mapping[str, TagValue], cons
             + (f"undeclared {extra}" if extra else "")
             + " (change the call, or the catalog and the dashboards that query it)"
         )
+    for key, allowed in metric.values.items():
+        if tag_value(tags[key]) not in allowed:
+            raise MetricError(
+                f"{metric.name}: {key}={tags[key]!r} is not one of {list(allowed)} "
+                "(use one of them, or add the value to the catalog and the dashboards)"
+            )
     if metric.kind is Kind.COUNT and value < 0:
         raise MetricError(f"{metric.name} is a count; {value} is negative")
     rendered = ",".join(f"{key}:{tag_value(tags[key])}" for key in metric.tags)
