@@ -20,6 +20,8 @@ from pfactory.cli.main import app
 from pfactory.cli.stack import SERVICES, Stack, read_stack_state
 from pfactory.contracts import topics
 from pfactory.contracts.events import TrainRequested
+from pfactory.telemetry.catalog import CATALOG, UNIFIED_TAGS
+from tests.utils.statsd import StatsdCapture, capturing_statsd
 
 pytestmark = pytest.mark.e2e
 
@@ -172,9 +174,13 @@ def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(600)  # the whole demo: ~170 s on a quiet 2-core machine, more under load
-def test_demo_materialises_trains_registers_and_says_what_it_registered(tmp_path: Path) -> None:
+def test_demo_materialises_trains_registers_and_says_what_it_registered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / ".pfactory"
-    result = CliRunner().invoke(app, ["demo", "--home", str(home), "--examples", str(EXAMPLES)])
+    with capturing_statsd() as agent:  # the stack's processes inherit the environment
+        monkeypatch.setenv("PF_TELEMETRY_STATSD_PORT", str(agent.port))
+        result = CliRunner().invoke(app, ["demo", "--home", str(home), "--examples", str(EXAMPLES)])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "MaterialisationRequested on pf.materialisation.requested" in out
@@ -208,3 +214,38 @@ def test_demo_materialises_trains_registers_and_says_what_it_registered(tmp_path
     assert (card / "version=1" / "card.md").exists() and str(card / "version=1" / "card.md") in summary
     assert re.search(r"timings: stack start [\d.]+ s · data [\d.]+ s · .*training [\d.]+ s", out)
     assert read_stack_state(home) is None  # the stack it started is gone again
+    _the_demo_emitted_the_catalog_metrics(agent)
+
+
+def _the_demo_emitted_the_catalog_metrics(agent: StatsdCapture) -> None:
+    """Issue #8: the demo's work shows on the DogStatsD wire, every line a catalog metric with its tags."""
+    services = {spec.name for spec in SERVICES} | {"scorer-online"}
+    for line in agent.lines:
+        metric = CATALOG.get(line.name)
+        assert metric is not None, f"{line.raw}: not a catalog metric"
+        assert set(line.tags) == {*metric.tags, *UNIFIED_TAGS}, line.raw
+        assert line.tags["service"] in services and line.tags["env"] == "dev", line.raw
+
+    def total(name: str, **tags: str) -> float:
+        return sum(line.value for line in agent.named(name, **tags))
+
+    fs = "credit-features@1"
+    assert total("pf.jobs.submitted", kind="materialise", service="gateway") >= 1
+    assert total("pf.jobs.succeeded", kind="materialise", service="gateway") >= 1
+    assert total("pf.jobs.submitted", kind="train", service="gateway") == 2  # the two example models
+    assert total("pf.jobs.succeeded", kind="train", service="gateway") == 2
+    assert total("pf.features.partitions", feature_set=fs, status="good") == 7
+    assert total("pf.features.rows_materialised", feature_set=fs) > 0
+    assert {line.tags["stage"] for line in agent.named("pf.stage.duration", kind="train")} == {
+        "load",
+        "fit",
+        "evaluate",
+        "save",
+    }
+    assert agent.named("pf.stage.duration", kind="materialise", service="materialiser")
+    registered = {line.tags["model"] for line in agent.named("pf.registry.registered", feature_set=fs)}
+    assert registered == {"credit-default", "credit-default-glm"}
+    assert agent.named("pf.registry.versions", status="candidate", service="registrar")
+    handled = {line.tags["service"] for line in agent.named("pf.bus.handled", outcome="ok")}
+    assert {"gateway", "materialiser", "trainer", "registrar", "scheduler"} <= handled
+    assert agent.named("pf.bus.consumer_lag")

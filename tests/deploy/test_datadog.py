@@ -296,15 +296,15 @@ def test_a_template_variable_must_filter_a_tag_its_metrics_declare() -> None:
     assert any("a tag no catalog metric declares" in problem for problem in problems)
     applied = json.loads(
         json.dumps(model).replace(
-            "sum:pf.scheduler.deployments{$env,$model}",
-            "sum:pf.scheduler.deployments{$env,$model,$model_version}",
+            "sum:pf.registry.registered{$env,$model,$feature_set}",
+            "sum:pf.registry.registered{$env,$model,$feature_set,$model_version}",
         )
     )
     problems = check_dashboard(applied, "model.json").problems
     assert len(problems) == 1
     assert (
         "$model_version filters on 'model_version'" in problems[0]
-        and "pf.scheduler.deployments" in problems[0]
+        and "pf.registry.registered" in problems[0]
     )
 
 

@@ -21,6 +21,9 @@ from pfactory.materialiser.storage import (
     STATS_FILE,
     VALIDATION_FILE,
 )
+from pfactory.telemetry import catalog
+from pfactory.telemetry.metrics import Metrics
+from tests.utils.statsd import capturing_statsd
 from tests.workers.materialiser.conftest import BAD_DAY, DAYS, feature_set
 
 
@@ -264,3 +267,62 @@ def test_an_empty_day_is_quarantined_and_a_sql_error_fails_the_day_with_the_reas
     broken = materialiser.materialise_day(feature_set(models=models, output="base"), DAYS[0])
     assert broken.status == "failed"
     assert broken.reason is not None and "model 'base' failed" in broken.reason and "nope" in broken.reason
+
+
+def test_each_day_emits_its_partition_status_rows_failed_expectations_and_stage_times(
+    spark_engine: LocalSparkEngine,
+    gx_validator: GxPartitionValidator,
+    local_store: LocalPartitionStore,
+    raw_root: Path,
+) -> None:
+    config = feature_set()
+    with capturing_statsd() as capture:
+        metrics = Metrics(service="materialiser", env="test", port=capture.port)
+        materialiser = Materialiser(
+            spark_engine, local_store, gx_validator, data_root=str(raw_root), metrics=metrics
+        )
+        results = list(materialiser.materialise_range(config, DAYS[0], DAYS[0]))
+        results.append(materialiser.materialise_day(config, BAD_DAY))
+        results += materialiser.materialise_range(config, DAYS[0], DAYS[0])  # already good: skipped
+        broken_models = [{"name": "base", "sql": "select 1 from {{ ref('bsae') }}"}]
+        broken = materialiser.materialise_day(feature_set(models=broken_models, output="base"), DAYS[1])
+        stages = catalog.STAGE_DURATION.name
+        capture.wait_for(
+            lambda: (
+                len(capture.named(catalog.PARTITIONS_MATERIALISED.name)) == 3
+                and len(capture.named(stages, stage="write")) == 2
+            ),
+            5,
+            "three days' partitions and two writes",
+        )
+        metrics.close()
+
+    assert [(r.status, r.skipped) for r in results] == [
+        ("good", False),
+        ("quarantined", False),
+        ("good", True),
+    ]
+    assert broken.status == "failed"
+    tag = {"feature_set": "tiny-credit@1"}
+    partitions = capture.named(catalog.PARTITIONS_MATERIALISED.name, **tag)
+    assert [(line.tags["status"], line.value, line.kind) for line in partitions] == [
+        ("good", 1, "c"),
+        ("failed", 1, "c"),  # the quarantined day
+        ("failed", 1, "c"),  # the day that computed nothing; the skipped day emits nothing
+    ]
+    assert [(line.value, line.kind) for line in capture.named(catalog.ROWS_MATERIALISED.name, **tag)] == [
+        (3, "c")
+    ]  # rows of good partitions only: the quarantined rows went to quarantine
+    assert [line.value for line in capture.named(catalog.VALIDATION_FAILURES.name, **tag)] == [2]
+    timed = capture.named(stages, kind="materialise")
+    assert [line.tags["stage"] for line in timed] == [
+        *("render", "compute", "validate", "lineage", "write"),  # the good day
+        *("render", "compute", "validate", "lineage", "write"),  # the quarantined day
+    ]
+    assert all(line.kind == "d" and line.value >= 0 for line in timed)
+    assert sum(line.value for line in timed[:5]) == pytest.approx(
+        sum(results[0].seconds.values()) * 1000, rel=1e-6
+    )
+    assert all(
+        line.tags["service"] == "materialiser" and line.tags["env"] == "test" for line in capture.lines
+    )

@@ -119,4 +119,8 @@ async def test_registered_versions_go_live_and_replace_each_other_without_anyone
             )
             archived_lines = statsd.named("pf.scheduler.deployments", action="archived")
             assert [line.tags["model"] for line in archived_lines] == [PAIR.model_name]
-            assert statsd.named("pf.bus.handled", topic=topics.MODEL_REGISTERED, outcome="ok")
+            statsd.wait_for(  # the poll may take the version live before its event is handled
+                lambda: bool(statsd.named("pf.bus.handled", topic=topics.MODEL_REGISTERED, outcome="ok")),
+                20,
+                "the registration event handled",
+            )

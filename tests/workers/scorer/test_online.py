@@ -5,7 +5,8 @@ kind of input problem reported together in one 422; a malformed body, a non-JSON
 a wrong method refused as FastAPI would; the predict route in the OpenAPI schema; row limits; 404s
 naming what exists; API keys; a moved alias served after the refresh interval by the real app
 under uvicorn; /health and /ready with a preloaded model; ``python -m pfactory.scorer online`` as a
-process; a timing loop. Batching under concurrency: ``test_online_batching.py``.
+process; a timing loop; the latency line per scored request and the rows counted per version.
+Batching under concurrency: ``test_online_batching.py``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from pfactory.registry.wiring import RegistrySettings, build_registry
 from pfactory.scorer.online import build_app
 from pfactory.scorer.settings import OnlineSettings
 from pfactory.scorer.signature import RowsRejected, Signature
+from pfactory.telemetry import catalog
+from pfactory.telemetry.settings import TelemetrySettings
+from tests.utils.statsd import capturing_statsd
 from tests.workers.scorer.credit_model import (
     MODEL_NAME,
     NOT_INPUTS,
@@ -397,6 +401,33 @@ async def test_per_request_time_of_one_row_in_process(
         elapsed = time.perf_counter() - started
     assert answer.status_code == 200 and math.isfinite(answer.json()["predictions"][0]["score"])
     print(f"\nonline 1-row predict through ASGITransport: {elapsed / count * 1e3:.3f} ms per request")
+
+
+async def test_each_scored_request_sends_its_latency_and_rows_are_sent_per_version_in_bulk(
+    credit: tuple[Path, Path, CreditModel], registry_dir: Path
+) -> None:
+    rows = _rows(credit[1], 3)
+    latency, counted = catalog.SCORING_LATENCY.name, catalog.SCORING_ROWS.name
+    with capturing_statsd() as statsd:
+        telemetry = TelemetrySettings(statsd_port=statsd.port, env="test")
+        async with _client(_settings(registry_dir, telemetry=telemetry)) as client:
+            for body in ({"rows": rows[:1]}, {"rows": rows, "version": 1}, {"rows": [{"age": "old"}]}):
+                await client.post(URL, json=body)
+            statsd.wait_for(lambda: len(statsd.named(latency)) == 2, 5, "two latency lines")
+            assert statsd.named(counted) == []  # rows are added up in memory, not sent per request
+        statsd.wait_for(lambda: bool(statsd.named(counted)), 5, "the rows, sent when the app stops")
+
+    tags = {
+        "model": MODEL_NAME,
+        "model_version": "1",
+        "mode": "online",
+        "service": "scorer-online",
+        "env": "test",
+    }
+    timed = statsd.named(latency, **tags)
+    assert len(timed) == 2 and all(line.kind == "d" and line.value > 0 for line in timed)  # not the 422
+    [total] = statsd.named(counted, **tags, feature_set=str(PAIR.feature_set))
+    assert (total.value, total.kind) == (4, "c")
 
 
 async def test_versions_alternate_correctly_when_the_cache_holds_one(

@@ -91,7 +91,7 @@ WORKERS: tuple[ServiceSpec, ...] = (
         "pfactory.materialiser",
         8102,
         "PF_MATERIALISER_HEALTH_PORT",
-        {"PF_MATERIALISER_STORE_ROOT": "{home}"},
+        {"PF_MATERIALISER_STORE_ROOT": "{home}", "PF_MATERIALISER_GATEWAY_URL": "{gateway_url}"},
         fetch_max_wait_ms=250,
     ),
     ServiceSpec(
@@ -134,7 +134,11 @@ WORKERS: tuple[ServiceSpec, ...] = (
         "pfactory.scorer",
         8105,
         "PF_SCORER_HEALTH_PORT",
-        {"PF_REGISTRY_DATA_DIR": "{home}/registry", "PF_SCORER_STORE_ROOT": "{home}"},
+        {
+            "PF_REGISTRY_DATA_DIR": "{home}/registry",
+            "PF_SCORER_STORE_ROOT": "{home}",
+            "PF_SCORER_GATEWAY_URL": "{gateway_url}",
+        },
         fetch_max_wait_ms=250,
     ),
     # online predictions for registered versions; loopback only, so no key checking

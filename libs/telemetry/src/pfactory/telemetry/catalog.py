@@ -180,7 +180,7 @@ SCORING_LATENCY = _metric(
     "pf.scoring.latency",
     Kind.DISTRIBUTION,
     "millisecond",
-    ("model", "model_version", "mode"),
+    ("model", "feature_set", "model_version", "mode"),
     "Time to score one online request, or one batch day.",
     {"mode": ("batch", "online")},
 )
@@ -188,7 +188,7 @@ SCORING_RUNS = _metric(
     "pf.scoring.runs",
     Kind.COUNT,
     "run",
-    ("model", "model_version", "status"),
+    ("model", "feature_set", "model_version", "status"),
     "Batch scoring runs finished, by status. A monitor watches for a day without a succeeded one.",
     {"status": FINAL_STATUSES},
 )
@@ -196,14 +196,14 @@ DRIFT_PSI = _metric(
     "pf.drift.psi",
     Kind.GAUGE,
     "index",
-    ("model", "model_version", "feature"),
+    ("model", "feature_set", "model_version", "feature"),
     "Population stability index of one input feature (or 'score') against the training reference.",
 )
 DRIFTED_FEATURES = _metric(
     "pf.drift.drifted_features",
     Kind.GAUGE,
     "feature",
-    ("model", "model_version"),
+    ("model", "feature_set", "model_version"),
     "Features whose PSI passed the model's threshold in the last scored day.",
 )
 
@@ -227,7 +227,7 @@ DEPLOYMENTS = _metric(
     "pf.scheduler.deployments",
     Kind.COUNT,
     "version",
-    ("model", "action"),
+    ("model", "feature_set", "model_version", "action"),
     "Deployment steps taken by the scheduler: scheduled, live, archived.",
     {"action": ("scheduled", "live", "archived")},
 )

@@ -92,7 +92,7 @@ class Metrics:
         """An emitter that checks every call against the catalog and sends nothing."""
         return cls(service=service, enabled=False)
 
-    def emit(self, metric: Metric, value: float = 1, **tags: TagValue) -> None:
+    def emit(self, metric: Metric, value: float = 1, /, **tags: TagValue) -> None:
         """Send one value of ``metric``; ``tags`` must be exactly the ones the catalog declares for it."""
         line = format_line(metric, value, tags, self.constant)
         if not self._enabled:

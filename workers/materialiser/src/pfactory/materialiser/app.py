@@ -22,11 +22,12 @@ from pfactory.contracts.loader import load_config_dict
 from pfactory.materialiser import answers, service
 from pfactory.materialiser.service import DayResult, Materialiser
 from pfactory.materialiser.settings import MaterialiserSettings
+from pfactory.telemetry.metrics import Metrics
 
 log = logging.getLogger("pfactory.materialiser")
 
 
-def build_materialiser(settings: MaterialiserSettings) -> Materialiser:
+def build_materialiser(settings: MaterialiserSettings, metrics: Metrics | None = None) -> Materialiser:
     """The one wiring point: engine, partition store and validator chosen from settings."""
     from pfactory.materialiser.adapters.gx import GxPartitionValidator
     from pfactory.materialiser.adapters.partitions import build_partition_store
@@ -58,33 +59,37 @@ def build_materialiser(settings: MaterialiserSettings) -> Materialiser:
         data_root=settings.data_root,
         macros_dir=Path(settings.macros_dir) if settings.macros_dir else None,
         sql_root=Path(settings.sql_root) if settings.sql_root else None,
+        metrics=metrics,
     )
 
 
 class _MaterialiserHolder:
     """Builds the materialiser once (heavy imports, warm Spark session) off the event loop."""
 
-    def __init__(self, settings: MaterialiserSettings) -> None:
+    def __init__(self, settings: MaterialiserSettings, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self._materialiser: Materialiser | None = None
         self._lock = threading.Lock()
 
     def get(self) -> Materialiser:
         with self._lock:
             if self._materialiser is None:
-                self._materialiser = build_materialiser(self.settings)
+                self._materialiser = build_materialiser(self.settings, self.metrics)
             return self._materialiser
 
     async def close(self) -> None:
         if self._materialiser is not None:
             await asyncio.to_thread(self._materialiser.engine.close)
+        self.metrics.close()
 
 
 def build(settings: MaterialiserSettings) -> AsgiFastStream:
     """The materialiser app: consumes ``pf.materialisation.requested``, answers per day and per job."""
     broker = build_broker(settings.bus, service=service.SERVICE)
     publisher = EventPublisher(broker, producer=service.SERVICE)
-    holder = _MaterialiserHolder(settings)
+    metrics = settings.telemetry.metrics(service.SERVICE)
+    holder = _MaterialiserHolder(settings, metrics)
 
     @subscribe(
         broker,
@@ -92,6 +97,7 @@ def build(settings: MaterialiserSettings) -> AsgiFastStream:
         group_id=settings.group_id,
         settings=settings.bus,
         publisher=publisher,
+        metrics=metrics,
     )
     async def on_materialisation_requested(envelope: Envelope) -> None:
         request = envelope.open_as(MaterialisationRequested)
@@ -117,10 +123,13 @@ def build(settings: MaterialiserSettings) -> AsgiFastStream:
         materialiser = await asyncio.to_thread(holder.get)
         days = materialiser.materialise_range(config, start, end, job_id=request.job_id)
         results: list[DayResult] = []
+        alerts = answers.ValidationAlerts(request, settings.gateway_url)
         # Spark runs in a thread so the consumer keeps heartbeating through long days
         while (result := await asyncio.to_thread(next, days, None)) is not None:
             results.append(result)
             for label, event in answers.day_answers(request, result, len(results), total):
+                await answer(label, event)
+            for label, event in alerts.after(result):
                 await answer(label, event)
         await answer(*answers.finished(request, results))
 

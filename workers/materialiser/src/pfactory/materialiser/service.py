@@ -46,6 +46,8 @@ from pfactory.materialiser.storage import (
 )
 from pfactory.materialiser.templates import RenderedFeatureSet, TemplateError, render_feature_set, source_view
 from pfactory.materialiser.validation import CheckResult, PartitionValidator, checks_for
+from pfactory.telemetry import catalog
+from pfactory.telemetry.metrics import Metrics
 
 SERVICE = "materialiser"
 
@@ -75,7 +77,7 @@ class DayResult:
     skipped: bool = False
     """True when the day was already good with the same config hash and was not recomputed."""
     seconds: dict[str, float] = field(default_factory=dict)
-    """Time per phase: render, engine, validate, write."""
+    """Time per stage: render, compute (the engine), validate, lineage, write."""
 
     @property
     def good(self) -> bool:
@@ -120,6 +122,7 @@ class Materialiser:
         data_root: str = ".",
         macros_dir: Path | None = None,
         sql_root: Path | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -127,6 +130,7 @@ class Materialiser:
         self.data_root = data_root
         self.macros_dir = macros_dir
         self.sql_root = sql_root
+        self.metrics = metrics or Metrics.disabled(SERVICE)
 
     def materialise_day(
         self, config: FeatureSetConfig, ds: date, *, run_id: str | None = None, job_id: str | None = None
@@ -143,6 +147,11 @@ class Materialiser:
         Returns:
             The day's outcome; errors of the day become a ``failed`` result with the reason.
         """
+        return self._record(self._materialise_day(config, ds, run_id=run_id, job_id=job_id))
+
+    def _materialise_day(
+        self, config: FeatureSetConfig, ds: date, *, run_id: str | None, job_id: str | None
+    ) -> DayResult:
         key = partition_key(config, ds)
         run_id = run_id or uuid.uuid4().hex
         day = functools.partial(DayResult, ds=ds, feature_set=key.feature_set, version=key.version)
@@ -166,11 +175,12 @@ class Materialiser:
             log.info(
                 "%s %s: undeclared output columns dropped: %s", key.feature_set, ds, output.dropped_columns
             )
-        seconds["engine"], clock = time.perf_counter() - clock, time.perf_counter()
+        seconds["compute"], clock = time.perf_counter() - clock, time.perf_counter()
         report = self.validator.validate(output.table, checks_for(config.spec))
         statistics = column_statistics(output.table)
         seconds["validate"], clock = time.perf_counter() - clock, time.perf_counter()
         lineage = self._lineage(config, rendered, source_columns, output.table.column_names)
+        seconds["lineage"], clock = time.perf_counter() - clock, time.perf_counter()
         content = PartitionContent(output.table, report.to_dict(), statistics)
         common = {
             "feature_set": key.feature_set,
@@ -254,13 +264,28 @@ class Materialiser:
             except Exception as error:  # a store or validator failure ends this day, not the range
                 log.exception("materialising %s for %s failed", config.metadata.name, ds)
                 key = partition_key(config, ds)
-                yield DayResult(
+                failed = DayResult(
                     ds=ds,
                     status="failed",
                     feature_set=key.feature_set,
                     version=key.version,
                     reason=f"{type(error).__name__}: {error}",
                 )
+                yield self._record(failed)
+
+    def _record(self, result: DayResult) -> DayResult:
+        """Emit the day's metrics: stage times, the partition by status, rows written, failed expectations."""
+        tag = f"{result.feature_set}@{result.version}"
+        for stage, seconds in result.seconds.items():
+            self.metrics.emit(catalog.STAGE_DURATION, seconds * 1000, kind="materialise", stage=stage)
+        # a day that computed nothing (a SQL error, a missing source) counts as failed too: no good partition
+        status = "good" if result.good else "failed"
+        self.metrics.emit(catalog.PARTITIONS_MATERIALISED, feature_set=tag, status=status)
+        if result.good:
+            self.metrics.emit(catalog.ROWS_MATERIALISED, result.rows, feature_set=tag)
+        elif result.status == "quarantined":
+            self.metrics.emit(catalog.VALIDATION_FAILURES, len(result.failures), feature_set=tag)
+        return result
 
     def _register_sources(
         self, config: FeatureSetConfig, rendered: RenderedFeatureSet

@@ -45,6 +45,12 @@ class MaterialiserSettings(ServiceSettings):
     sql_root: str | None = Field(
         default=None, description="Folder that models' 'sql_file' paths are relative to."
     )
+    gateway_url: str | None = Field(
+        default=None,
+        description="The gateway's base URL as people reach it (e.g. https://pfactory.example.com); "
+        "validation alerts link to the job and the day's partition report there. None: alerts carry "
+        "the job id in their details only.",
+    )
     emr: EmrOnEksSettings | None = Field(
         default=None,
         description="EMR on EKS settings of the 'emr' engine; None: read from the PF_EMR_* env vars.",

@@ -174,7 +174,7 @@ class Scheduler:
             replaces_version=replaces.version if replaces and replaces.version != version.version else None,
         )
         await self.publish(event, event_id("scheduled", version.label, starts))
-        self.metrics.emit(catalog.DEPLOYMENTS, model=version.model_name, action="scheduled")
+        self._count(version, "scheduled")
         log.info(
             "%s scheduled: live from %s (%s %s), dag %s",
             version.label,
@@ -205,11 +205,20 @@ class Scheduler:
                 replaced_by=winner.version if winner else None,
             )
             await self.publish(event, event_id("archived", archived.label, len(archived.audit)))
-            self.metrics.emit(catalog.DEPLOYMENTS, model=archived.model_name, action="archived")
+            self._count(archived, "archived")
             log.info("%s archived; replaced by version %s", archived.label, event.replaced_by)
         if result.live and result.transitioned:
             log.info("%s is live", version.label)
-            self.metrics.emit(catalog.DEPLOYMENTS, model=version.model_name, action="live")
+            self._count(version, "live")
+
+    def _count(self, version: ModelVersion, action: str) -> None:
+        self.metrics.emit(
+            catalog.DEPLOYMENTS,
+            model=version.model_name,
+            feature_set=str(version.feature_set),
+            model_version=version.version,
+            action=action,
+        )
 
     async def _fire(self, version: ModelVersion, since: datetime, now: datetime) -> int:
         schedule = deploy.scoring_schedule(version)

@@ -10,7 +10,6 @@ import sys
 
 from pfactory.bus.app import configure_process
 from pfactory.scorer.settings import OnlineSettings, ScorerSettings
-from pfactory.telemetry.settings import TelemetrySettings
 
 USAGE = "usage: python -m pfactory.scorer [online]  (no argument: the batch scoring worker)"
 
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args == ["online"]:
         online = OnlineSettings()
-        configure_process(TelemetrySettings(), "scorer-online", "INFO")  # before importing the app
+        configure_process(online.telemetry, "scorer-online", "INFO")  # before importing the app
         from pfactory.scorer.online import serve
 
         serve(online)

@@ -19,6 +19,7 @@ from pfactory.registry.wiring import Registry, build_registry, transient_errors
 from pfactory.scorer import service
 from pfactory.scorer.batch import Store
 from pfactory.scorer.settings import ScorerSettings
+from pfactory.telemetry.metrics import Metrics
 
 log = logging.getLogger("pfactory.scorer")
 
@@ -26,8 +27,9 @@ log = logging.getLogger("pfactory.scorer")
 class _Scorer:
     """The registry and the loader over it, opened by the start-up hook and closed by the shutdown hook."""
 
-    def __init__(self, settings: ScorerSettings) -> None:
+    def __init__(self, settings: ScorerSettings, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self._registry: Registry | None = None
         self._deps: service.ScorerDeps | None = None
 
@@ -39,12 +41,20 @@ class _Scorer:
             cast(LoaderIndex, registry.index), registry.artifacts, cache_size=self.settings.model_cache_size
         )
         store = Store(self.settings.store_root, self.settings.endpoint_url, self.settings.region)
-        self._deps = service.ScorerDeps(loader, store, self.settings.batch_rows, RETRIED)
+        self._deps = service.ScorerDeps(
+            loader,
+            store,
+            self.settings.batch_rows,
+            RETRIED,
+            metrics=self.metrics,
+            gateway_url=self.settings.gateway_url,
+        )
 
     async def close(self) -> None:
         if self._registry is not None:
             await self._registry.close()
             self._registry = None
+        self.metrics.close()
 
     @property
     def deps(self) -> service.ScorerDeps:
@@ -60,7 +70,8 @@ def build(settings: ScorerSettings) -> AsgiFastStream:
     """The scorer app: consumes ``pf.scoring.requested``; answers on the scoring, drift and job topics."""
     broker = build_broker(settings.bus, service=service.SERVICE)
     publisher = EventPublisher(broker, producer=service.SERVICE)
-    scorer = _Scorer(settings)
+    metrics = settings.telemetry.metrics(service.SERVICE)
+    scorer = _Scorer(settings, metrics)
 
     @subscribe(
         broker,
@@ -70,6 +81,7 @@ def build(settings: ScorerSettings) -> AsgiFastStream:
         publisher=publisher,
         transient=RETRIED,
         concurrency=settings.max_concurrent_jobs,
+        metrics=metrics,
     )
     async def on_scoring_requested(envelope: Envelope) -> None:
         request = envelope.open_as(ScoringRequested)

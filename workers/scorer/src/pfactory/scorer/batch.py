@@ -9,10 +9,11 @@ aside and moved into place, so readers see the old day or the new one, and a rer
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -52,6 +53,10 @@ class ScoredDay:
     rows: int
     predictions_uri: str
     drift: dict[str, Any] | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Time spent per stage: score (the model), write (predictions), drift (counting and the report).
+    The stages overlap (each batch's drift and write run on helper threads while the next is scored),
+    so they add up to more than the day's wall time."""
 
 
 def predictions_path(model_name: str, version: int, ds: date) -> str:
@@ -177,9 +182,12 @@ def _stream(
     # a leading dot keeps the half-written file out of dataset readers of the folder
     aside = f"{folder}/.{PREDICTIONS_FILE}.{uuid.uuid4().hex}.tmp"
     rows = 0
+    # each stage's time is added up by the one thread that runs it
+    seconds = {"score": 0.0, "write": 0.0, "drift": 0.0}
 
     def write(keys: pa.RecordBatch, scores: NDArray[np.float64]) -> int:
         """Write one batch's predictions (on the writing thread, so in batch order)."""
+        started = time.perf_counter()
         n = int(keys.num_rows)
         label, version, day = (column.slice(0, n) for column in constant)
         if labels is not None:
@@ -187,7 +195,15 @@ def _stream(
         writer.write_batch(
             pa.record_batch([*keys.columns, pa.array(scores), label, version, day], schema=schema)
         )
+        seconds["write"] += time.perf_counter() - started
         return n
+
+    def count(inputs: pa.RecordBatch) -> None:
+        """Add one batch's inputs to the drift buckets (on the counting thread)."""
+        started = time.perf_counter()
+        if accumulator is not None:
+            accumulator.add(inputs)
+        seconds["drift"] += time.perf_counter() - started
 
     try:
         # dictionary pages only for the repeated columns: keys and scores are (nearly) all distinct, and
@@ -207,11 +223,15 @@ def _stream(
             columns = list(dict.fromkeys([*entity, *features]))
             for batch in source.iter_batches(batch_size=batch_rows, columns=columns):
                 inputs = batch.select(features)
-                counted = counting.submit(accumulator.add, inputs) if accumulator is not None else None
+                counted = counting.submit(count, inputs) if accumulator is not None else None
+                started = time.perf_counter()
                 scores = scores_of(loaded.estimator, inputs.to_pandas(), task)
+                seconds["score"] += time.perf_counter() - started
                 if counted is not None and accumulator is not None:
                     counted.result()
+                    started = time.perf_counter()
                     accumulator.add_scores(scores)
+                    seconds["drift"] += time.perf_counter() - started
                 if written is not None:
                     rows += written.result()
                     if on_batch is not None:
@@ -222,10 +242,17 @@ def _stream(
                 rows += written.result()
                 if on_batch is not None:
                     on_batch(rows)
+            closing = time.perf_counter()  # closing the writer writes the last row group and the footer
         out_fs.move(aside, f"{folder}/{PREDICTIONS_FILE}")
+        seconds["write"] += time.perf_counter() - closing
     except BaseException:
         if out_fs.get_file_info(aside).type != pa_fs.FileType.NotFound:
             out_fs.delete_file(aside)
         raise
+    started = time.perf_counter()
     drift = accumulator.report(drift_threshold(record.config)) if accumulator is not None and rows else None
-    return ScoredDay(rows, f"{root_uri(store.root)}/{relative}", drift)
+    if accumulator is None:
+        del seconds["drift"]  # no reference: drift was not measured
+    else:
+        seconds["drift"] += time.perf_counter() - started
+    return ScoredDay(rows, f"{root_uri(store.root)}/{relative}", drift, seconds)

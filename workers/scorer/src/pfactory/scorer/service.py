@@ -7,17 +7,25 @@ summary, ``DriftDetected`` when a PSI passes the model's threshold, and the job'
 request (unknown model, no such day...) ends the job failed with a reason; transient registry
 errors propagate so the consumer retries. Event labels are fixed, so a redelivered request, which
 rewrites the same day, republishes the same event ids.
+
+Alerts (:mod:`pfactory.scorer.alerts`) go out before the job's final status: a failed run raises
+the model's scoring alert and a succeeded one resolves it; a day whose drift passes the threshold
+raises its drift alert and a day measured without drift resolves it (a version without a
+reference measures nothing and says nothing). Metrics (batch rows, the day's time,
+runs by status, PSI per input and the score, stage times) go to ``ScorerDeps.metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pfactory.contracts.events import (
+    AlertRaised,
     DriftDetected,
     Event,
     JobStatus,
@@ -28,7 +36,10 @@ from pfactory.contracts.events import (
     ScoringRequested,
 )
 from pfactory.registry.loading import VersionLoader
+from pfactory.scorer import alerts
 from pfactory.scorer.batch import ScoredDay, Store, score_day
+from pfactory.telemetry import catalog
+from pfactory.telemetry.metrics import Metrics, TagValue
 
 SERVICE = "scorer"
 STAGES = 3
@@ -41,12 +52,15 @@ Emit = Callable[[str, Event], Awaitable[None]]
 
 @dataclass
 class ScorerDeps:
-    """What answering needs: the version loader, the store, the batch size, and which errors to retry."""
+    """What answering needs: the version loader, the store, the batch size, which errors to retry,
+    where metrics go, and the gateway URL alerts link to (None: alerts name the job in their details)."""
 
     loader: VersionLoader
     store: Store
     batch_rows: int
     transient: tuple[type[BaseException], ...] = ()
+    metrics: Metrics = field(default_factory=lambda: Metrics.disabled(SERVICE))
+    gateway_url: str | None = None
 
 
 def drift_summary(report: dict[str, Any] | None) -> dict[str, float]:
@@ -77,16 +91,21 @@ async def answer_scoring_request(request: ScoringRequested, deps: ScorerDeps, em
         _running(request, 0, f"resolving {request.model_name} ({target}) for ds={request.ds}"),
     )
     version: int | None = None
+    feature_set = request.feature_set
     try:
+        started = time.perf_counter()
         record = await deps.loader.resolve(
             request.model_name, feature_set=request.feature_set, version=request.version, alias=request.alias
         )
-        version = record.version
+        version, feature_set = record.version, record.feature_set
         loaded = await deps.loader.load(record)
+        loading = time.perf_counter() - started
         await emit("running-score", _running(request, 1, f"scoring ds={request.ds} with {record.label}"))
+        started = time.perf_counter()
         scored = await asyncio.to_thread(
             score_day, loaded, request.ds, deps.store, batch_rows=deps.batch_rows
         )
+        day = time.perf_counter() - started
     except deps.transient:
         raise
     except Exception as error:  # any other failure ends the job with its reason instead of hanging it
@@ -106,15 +125,65 @@ async def answer_scoring_request(request: ScoringRequested, deps: ScorerDeps, em
                 reason=reason,
             ),
         )
+        deps.metrics.emit(
+            catalog.SCORING_RUNS,
+            model=request.model_name,
+            feature_set=str(feature_set) if feature_set else None,
+            model_version=version,
+            status="failed",
+        )
+        run = alerts.RunContext(request, version, feature_set, deps.gateway_url)
+        await emit("alert-scoring", alerts.scoring_failed(run, reason))
         await emit(
             "status-failed",
             JobStatusChanged(job_id=request.job_id, status=JobStatus.FAILED, stage="scoring", reason=reason),
         )
         return
-    await _publish_outcome(request, record.version, scored, emit)
+    _measure(deps.metrics, request, record.version, str(record.feature_set), scored, loading, day)
+    run = alerts.RunContext(request, record.version, record.feature_set, deps.gateway_url)
+    await _publish_outcome(request, record.version, scored, emit, run)
 
 
-async def _publish_outcome(request: ScoringRequested, version: int, scored: ScoredDay, emit: Emit) -> None:
+def _measure(
+    metrics: Metrics,
+    request: ScoringRequested,
+    version: int,
+    feature_set: str,
+    scored: ScoredDay,
+    loading: float,
+    day: float,
+) -> None:
+    """A succeeded run's metrics: stage times, the day's rows and time, the run, and its drift."""
+    model = request.model_name
+    metrics.emit(catalog.STAGE_DURATION, loading * 1000, kind="score", stage="load")
+    for stage, seconds in scored.seconds.items():
+        metrics.emit(catalog.STAGE_DURATION, seconds * 1000, kind="score", stage=stage)
+    metrics.emit(
+        catalog.SCORING_ROWS,
+        scored.rows,
+        model=model,
+        feature_set=feature_set,
+        model_version=version,
+        mode="batch",
+    )
+    pair: dict[str, TagValue] = {"model": model, "feature_set": feature_set, "model_version": version}
+    metrics.emit(catalog.SCORING_LATENCY, day * 1000, mode="batch", **pair)
+    metrics.emit(catalog.SCORING_RUNS, status="succeeded", **pair)
+    report = scored.drift
+    if report is None:
+        return
+    for feature, psi in drift_summary(report).items():
+        metrics.emit(catalog.DRIFT_PSI, psi, feature=feature, **pair)
+    metrics.emit(catalog.DRIFTED_FEATURES, len(report["drifted"]), **pair)
+
+
+async def _publish_outcome(
+    request: ScoringRequested,
+    version: int,
+    scored: ScoredDay,
+    emit: Emit,
+    run: alerts.RunContext,
+) -> None:
     drift = drift_summary(scored.drift)
     await emit(
         "completed",
@@ -143,6 +212,11 @@ async def _publish_outcome(request: ScoringRequested, version: int, scored: Scor
                 score_psi=report["score"],
             ),
         )
+    if report is not None:
+        drift_alert = alerts.drift_measured(run, report, drift)
+        label = "alert-drift" if isinstance(drift_alert, AlertRaised) else "alert-drift-resolved"
+        await emit(label, drift_alert)
+    await emit("alert-scoring-resolved", alerts.scoring_succeeded(run, scored.rows))
     result = {
         "predictions_uri": scored.predictions_uri,
         "rows": scored.rows,

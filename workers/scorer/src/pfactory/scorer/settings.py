@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pfactory.bus.settings import ServiceSettings
 from pfactory.registry.wiring import RegistrySettings
+from pfactory.telemetry.settings import TelemetrySettings
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -44,6 +45,12 @@ class ScorerSettings(ServiceSettings):
         default=2,
         ge=1,
         description="Scoring runs handled at once (each may take long; the consumer keeps polling).",
+    )
+    gateway_url: str | None = Field(
+        default=None,
+        description="The gateway's base URL as people reach it (e.g. https://pfactory.example.com); "
+        "scoring and drift alerts link to the job and the version's model card there. None: alerts "
+        "carry the job id and version in their details only.",
     )
 
 
@@ -91,6 +98,16 @@ class OnlineSettings(BaseSettings):
     registry: RegistrySettings = Field(
         default_factory=RegistrySettings,
         description="The registry the versions are read from (env PF_REGISTRY_*).",
+    )
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings,
+        description="Metrics, traces and log format (env prefix PF_TELEMETRY_).",
+    )
+    metrics_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the rows scored, counted in memory per version, are sent as one metric "
+        "each (the request latency is sent per request).",
     )
 
     @field_validator("api_key_sha256s")
