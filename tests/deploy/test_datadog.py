@@ -303,8 +303,7 @@ def test_a_template_variable_must_filter_a_tag_its_metrics_declare() -> None:
     problems = check_dashboard(applied, "model.json").problems
     assert len(problems) == 1
     assert (
-        "$model_version filters on 'model_version'" in problems[0]
-        and "pf.registry.registered" in problems[0]
+        "$model_version filters on 'model_version'" in problems[0] and "pf.registry.registered" in problems[0]
     )
 
 
