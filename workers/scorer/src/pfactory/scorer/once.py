@@ -250,7 +250,14 @@ async def score_once(
         store = Store(settings.store_root, settings.endpoint_url, settings.region)
         # no error is "transient" here: a failure ends the run with its reason, and the caller
         # (Airflow, a cron) decides whether to try again
-        deps = service.ScorerDeps(loader, store, settings.batch_rows, transient=())
+        deps = service.ScorerDeps(
+            loader,
+            store,
+            settings.batch_rows,
+            transient=(),
+            metrics=settings.telemetry.metrics(service.SERVICE),  # a pod's runs count like the worker's
+            gateway_url=settings.gateway_url,
+        )
         scoring = ScoringRequested(
             job_id=request.job_id,
             model_name=request.model_name,
