@@ -24,7 +24,14 @@ def test_lines_reach_the_agent_with_the_declared_and_unified_tags() -> None:
             model_version=4,
             mode="batch",
         )
-        metrics.emit(catalog.DRIFT_PSI, 0.125, model="credit_default", model_version=4, feature="income")
+        metrics.emit(
+            catalog.DRIFT_PSI,
+            0.125,
+            model="credit_default",
+            feature_set="credit@3",
+            model_version=4,
+            feature="income",
+        )
         with metrics.timer(catalog.STAGE_DURATION, kind="score", stage="drift"):
             pass
         agent.wait_for(lambda: len(agent.lines) == 3, 5, "three lines")
@@ -50,7 +57,7 @@ def test_a_metric_outside_the_catalog_is_refused() -> None:
 def test_tags_must_be_exactly_the_declared_ones() -> None:
     metrics = Metrics.disabled()
     with pytest.raises(MetricError, match=r"missing \['mode'\]"):
-        metrics.emit(catalog.SCORING_LATENCY, 3.0, model="m", model_version=1)
+        metrics.emit(catalog.SCORING_LATENCY, 3.0, model="m", feature_set="f@1", model_version=1)
     with pytest.raises(MetricError, match=r"undeclared \['user_id'\]"):
         metrics.emit(catalog.JOBS_SUBMITTED, kind="train", user_id="u1")
     with pytest.raises(MetricError, match="negative"):
@@ -106,9 +113,9 @@ def test_catalog_names_are_unique_well_formed_and_documented() -> None:
 
 def test_an_enumerated_tag_takes_only_its_declared_values() -> None:
     metrics = Metrics.disabled()
-    metrics.emit(catalog.SCORING_RUNS, model="m", model_version=1, status="succeeded")
+    metrics.emit(catalog.SCORING_RUNS, model="m", feature_set="f@1", model_version=1, status="succeeded")
     with pytest.raises(MetricError, match=r"status='success' is not one of \['succeeded', 'failed'\]"):
-        metrics.emit(catalog.SCORING_RUNS, model="m", model_version=1, status="success")
+        metrics.emit(catalog.SCORING_RUNS, model="m", feature_set="f@1", model_version=1, status="success")
     for metric in catalog.CATALOG.values():
         assert set(metric.values) <= set(metric.tags), metric.name
         assert all(values for values in metric.values.values()), metric.name

@@ -187,17 +187,23 @@ async def test_a_sweep_trains_in_isolation_and_stages_the_champion_once(
 
 
 def _assert_stage_durations(statsd: StatsdCapture, trials: list[dict[str, Any]], group: str) -> None:
-    """Each run's four stage times reach DogStatsD as the run reported them (seconds -> ms)."""
+    """Each run's four stage times reach DogStatsD as the run reported them (seconds -> ms).
+
+    A fresh consumer group reads the train topic from its start, so runs of earlier tests' requests may
+    add lines too: each of this job's timings must be among them, once."""
     handled = {"group": group, "topic": topics.TRAIN_REQUESTED, "outcome": "ok"}
     statsd.wait_for(lambda: bool(statsd.named(catalog.MESSAGES_HANDLED.name, **handled)), 10, "handled")
     lines = statsd.named(catalog.STAGE_DURATION.name, kind="train", service="trainer")
-    assert len(lines) == len(statsd.named(catalog.STAGE_DURATION.name)) == 4 * len(trials)
+    assert len(lines) == len(statsd.named(catalog.STAGE_DURATION.name)) >= 4 * len(trials)
     assert {line.kind for line in lines} == {"d"}
     for stage in ("load", "fit", "evaluate", "save"):
-        seen = sorted(line.value for line in lines if line.tags["stage"] == stage)
-        reported = sorted(trial["timings"][stage] * 1000 for trial in trials)
-        assert seen == pytest.approx(reported), stage
+        seen = [line.value for line in lines if line.tags["stage"] == stage]
         assert all(value > 0 for value in seen)
+        for trial in trials:
+            reported = trial["timings"][stage] * 1000
+            match = next((value for value in seen if value == pytest.approx(reported)), None)
+            assert match is not None, (stage, reported, seen)
+            seen.remove(match)
 
 
 async def test_a_job_that_exhausts_its_memory_fails_alone_while_two_others_finish(
