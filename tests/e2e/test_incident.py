@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -19,27 +18,13 @@ import pytest
 from pfactory.bus.broker import ensure_topics
 from pfactory.bus.settings import BusSettings
 from pfactory.contracts.events import FeatureSetRef, MaterialisationRequested
-from tests.utils.statsd import StatsdCapture, capturing_statsd
+from tests.utils.statsd import StatsdCapture
 from tests.workers.alerter.conftest import ROUTING_KEY
-from tests.workers.alerter.receiver import DATADOG_KEY, EventsReceiver, running_receiver
+from tests.workers.alerter.receiver import DATADOG_KEY, EventsReceiver
 from tests.workers.materialiser.conftest import BAD_DAY, CONFIG, DAYS, write_raw
 from tests.workers.support import http_status, publish, running_worker, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-@pytest.fixture
-def receiver() -> Iterator[EventsReceiver]:
-    """PagerDuty and Datadog stand-in; the test fails if any body broke the documented schema."""
-    with running_receiver() as running:
-        yield running
-    assert running.problems == [], f"bodies broke the documented schema: {running.problems}"
-
-
-@pytest.fixture
-def statsd() -> Iterator[StatsdCapture]:
-    with capturing_statsd() as capture:
-        yield capture
 
 
 def _request(name: str, day: date, attempt: int) -> MaterialisationRequested:
