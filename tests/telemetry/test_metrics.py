@@ -119,3 +119,18 @@ def test_an_enumerated_tag_takes_only_its_declared_values() -> None:
     for metric in catalog.CATALOG.values():
         assert set(metric.values) <= set(metric.tags), metric.name
         assert all(values for values in metric.values.values()), metric.name
+
+
+def test_a_checked_tag_set_is_reused_and_the_checks_still_hold() -> None:
+    metrics = Metrics.disabled()
+    for _ in range(3):  # the second call onwards reuses the checked line parts
+        metrics.emit(catalog.JOBS_SUBMITTED, kind="train")
+    with pytest.raises(MetricError, match="negative"):
+        metrics.emit(catalog.JOBS_SUBMITTED, -1, kind="train")  # the value is still checked each time
+    with pytest.raises(MetricError, match="is not one of"):
+        metrics.emit(catalog.JOBS_SUBMITTED, kind="training")
+    twin = Metric(**{**catalog.JOBS_SUBMITTED.__dict__})
+    with pytest.raises(MetricError, match=r"not in pfactory\.telemetry\.catalog"):
+        metrics.emit(twin, kind="train")
+    with pytest.raises(MetricError, match="undeclared"):
+        metrics.emit(catalog.JOBS_SUBMITTED, kind="train", extra=["unhashable"])  # type: ignore[arg-type]

@@ -38,6 +38,12 @@ class MetricError(ValueError):
 
 def format_line(metric: Metric, value: float, tags: Mapping[str, TagValue], constant: str) -> str:
     """The DogStatsD line for one value (checks the metric and its tags against the catalog)."""
+    head, tail = line_parts(metric, tags, constant)
+    return head + _number(metric, value) + tail
+
+
+def line_parts(metric: Metric, tags: Mapping[str, TagValue], constant: str) -> tuple[str, str]:
+    """``("name:", "|type|#tags")`` of a checked metric and tag set: the line around its value."""
     if CATALOG.get(metric.name) is not metric:
         raise MetricError(f"{metric.name!r} is not in pfactory.telemetry.catalog; declare it there first")
     if set(tags) != set(metric.tags):
@@ -56,12 +62,19 @@ def format_line(metric: Metric, value: float, tags: Mapping[str, TagValue], cons
                 f"{metric.name}: {key}={tags[key]!r} is not one of {list(allowed)} "
                 "(use one of them, or add the value to the catalog and the dashboards)"
             )
+    rendered = ",".join(f"{key}:{tag_value(tags[key])}" for key in metric.tags)
+    joined = ",".join(part for part in (rendered, constant) if part)
+    return f"{metric.name}:", f"|{metric.kind.value}" + (f"|#{joined}" if joined else "")
+
+
+def _number(metric: Metric, value: float) -> str:
     if metric.kind is Kind.COUNT and value < 0:
         raise MetricError(f"{metric.name} is a count; {value} is negative")
-    rendered = ",".join(f"{key}:{tag_value(tags[key])}" for key in metric.tags)
-    number = repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
-    joined = ",".join(part for part in (rendered, constant) if part)
-    return f"{metric.name}:{number}|{metric.kind.value}" + (f"|#{joined}" if joined else "")
+    return repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
+
+
+_CACHED_TAG_SETS = 10_000
+"""Checked tag sets kept per emitter (a hot path repeats a handful; beyond this, lines are built anew)."""
 
 
 class Metrics:
@@ -86,6 +99,7 @@ class Metrics:
         self._enabled = enabled
         self._socket: socket.socket | None = None
         self._lock = threading.Lock()
+        self._checked: dict[tuple[object, ...], tuple[str, str]] = {}
 
     @classmethod
     def disabled(cls, service: str = "test") -> Metrics:
@@ -94,7 +108,16 @@ class Metrics:
 
     def emit(self, metric: Metric, value: float = 1, /, **tags: TagValue) -> None:
         """Send one value of ``metric``; ``tags`` must be exactly the ones the catalog declares for it."""
-        line = format_line(metric, value, tags, self.constant)
+        key = (id(metric), *tags.items())  # catalog metrics live as long as the process: ids stay theirs
+        try:
+            parts = self._checked.get(key)
+        except TypeError:  # an unhashable tag value: checked (and refused) below, never cached
+            parts = None
+        if parts is None:
+            parts = line_parts(metric, tags, self.constant)
+            if len(self._checked) < _CACHED_TAG_SETS:
+                self._checked[key] = parts
+        line = parts[0] + _number(metric, value) + parts[1]
         if not self._enabled:
             return
         with self._lock:
