@@ -51,7 +51,7 @@ async def test_librdkafka_producer_drives_the_trainer_and_reads_its_answers(
     await ensure_topics(bus_settings)
     job_id = f"upstream-{uuid.uuid4().hex[:8]}"
     with running_worker("trainer", bus_settings, tmp_path) as worker:
-        wait_for(lambda: http_status(f"{worker.url}/health") == 200, 30, "trainer /health", worker.log)
+        wait_for(lambda: http_status(f"{worker.url}/health") == 200, 90, "trainer /health", worker.log)
 
         producer = Producer({"bootstrap.servers": bus_settings.bootstrap_servers, "acks": "all"})
         delivered: list[str] = []

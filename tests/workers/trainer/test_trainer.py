@@ -113,7 +113,7 @@ async def test_a_sweep_trains_in_isolation_and_stages_the_champion_once(
             extra_env=_env(tmp_path, store, PF_TELEMETRY_STATSD_PORT=str(statsd.port)),
         ) as worker,
     ):
-        wait_for(lambda: http_status(f"{worker.url}/health") == 200, 30, "trainer /health", worker.log)
+        wait_for(lambda: http_status(f"{worker.url}/health") == 200, 90, "trainer /health", worker.log)
         sent = await publish(bus_settings, request)
         trained = await collect(
             bus_settings,
@@ -235,7 +235,7 @@ async def test_a_job_that_exhausts_its_memory_fails_alone_while_two_others_finis
     requests = [_request(greedy), _request(modest), _request(modest)]
     env = _env(tmp_path, store, PF_TRAINER_MAX_CONCURRENT_JOBS="3", PF_TRAINER_MAX_PARALLEL_RUNS="3")
     with running_worker("trainer", bus_settings, tmp_path, extra_env=env) as worker:
-        wait_for(lambda: http_status(f"{worker.url}/health") == 200, 30, "trainer /health", worker.log)
+        wait_for(lambda: http_status(f"{worker.url}/health") == 200, 90, "trainer /health", worker.log)
         await asyncio.gather(*(publish(bus_settings, r) for r in requests))
         ids = {r.job_id for r in requests}
         failed = await collect(
@@ -272,7 +272,7 @@ async def test_with_a_tracking_uri_every_trial_is_an_mlflow_run_tagged_with_the_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = _env(tmp_path, store, PF_TRAINER_MLFLOW_TRACKING_URI=uri)
     with running_worker("trainer", bus_settings, tmp_path, extra_env=env) as worker:
-        wait_for(lambda: http_status(f"{worker.url}/health") == 200, 30, "trainer /health", worker.log)
+        wait_for(lambda: http_status(f"{worker.url}/health") == 200, 90, "trainer /health", worker.log)
         await publish(bus_settings, request)
         trained = await collect(
             bus_settings,
