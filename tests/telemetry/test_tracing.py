@@ -189,19 +189,23 @@ def _kafka_spans(agent: TraceAgent) -> list[dict[str, Any]]:
 
 
 def test_a_gateway_with_tracing_on_and_no_agent_says_nothing_about_it(tmp_path: Path) -> None:
-    closed_port = free_port()  # nothing listens: connections are refused, as with no agent running
-    env = {
-        **TAGS,
-        "PF_TELEMETRY_TRACING_ENABLED": "1",
-        "PF_TELEMETRY_TRACE_AGENT_URL": f"http://127.0.0.1:{closed_port}",
-        "PF_GATEWAY_BUS_ENABLED": "false",
-        "DD_TRACE_WRITER_INTERVAL_SECONDS": "0.2",
-    }
-    with running_gateway(tmp_path, env) as gateway:
-        for _ in range(5):
-            assert _status(f"{gateway.url}/health") == 200
-        time.sleep(1.0)  # several writer flushes fail meanwhile (interval 0.2 s)
-        gateway.stop()
+    with _dead_agent() as (agent_url, accepted):  # answers nothing, as when no agent runs
+        env = {
+            **TAGS,
+            "PF_TELEMETRY_TRACING_ENABLED": "1",
+            "PF_TELEMETRY_TRACE_AGENT_URL": agent_url,
+            "PF_GATEWAY_BUS_ENABLED": "false",
+            "DD_TRACE_WRITER_INTERVAL_SECONDS": "0.2",
+        }
+        with running_gateway(tmp_path, env) as gateway:
+            for _ in range(5):
+                assert _status(f"{gateway.url}/health") == 200
+            # silence proves something only once the writer has tried and failed: wait for two attempts
+            deadline = time.monotonic() + 30
+            while accepted[0] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert accepted[0] >= 2, f"the tracer never tried to send its spans ({accepted[0]} connections)"
+            gateway.stop()
     output = gateway.output()
     assert "tracing on: service=gateway" in output, output
     assert not _ddtrace_complaints(output), output

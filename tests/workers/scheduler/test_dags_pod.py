@@ -10,7 +10,6 @@ Airflow and its task builds its pod for a run, exactly as ``execute`` does befor
 
 from __future__ import annotations
 
-import ast
 import asyncio
 from dataclasses import replace
 from datetime import date, datetime
@@ -34,6 +33,7 @@ from tests.workers.scheduler.test_dags import (
     HOSTILE,
     code_of,
     constants_of,
+    import_roots,
     scoring_spec,
 )
 
@@ -63,27 +63,16 @@ MINIMAL = ScorerPod(
 HOSTILE_MODEL = "-{{ ds }}'\"); import os #"
 
 
-def _roots(source: str) -> set[str]:
-    roots = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0 and node.module is not None
-            roots.add(node.module.split(".")[0])
-    return roots
-
-
 # --- static checks ---------------------------------------------------------------------------------------
 
 
 def test_the_pod_variant_imports_only_airflow_kubernetes_and_the_standard_library() -> None:
     source = render_scoring_dag(scoring_spec(pod=FULL))
     compile(source, "generated_dag.py", "exec")
-    assert _roots(source) == ALLOWED_IMPORT_ROOTS | {"kubernetes"}
+    assert import_roots(source) == ALLOWED_IMPORT_ROOTS | {"kubernetes"}
     assert "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator" in source
     # and the HTTP variant still does not
-    assert "kubernetes" not in _roots(render_scoring_dag(scoring_spec()))
+    assert "kubernetes" not in import_roots(render_scoring_dag(scoring_spec()))
 
 
 def test_hostile_values_and_other_pod_settings_leave_the_pod_variant_code_unchanged() -> None:

@@ -846,6 +846,17 @@ def wait_for_features(**context):
     # A failed day may still be re-materialised (the materialisation DAG retries and alerts on its own).
     log.warning("the features of %s@%s for %s are %s: %s", FEATURE_SET_NAME, FEATURE_SET_VERSION, ds, day, document.get("note"))
     return False
+
+
+def features_sensor():
+    """The first task of a scoring DAG: wait (rescheduled, not holding a slot) for the day's good partition."""
+    return PythonSensor(
+        task_id="wait_for_features",
+        python_callable=wait_for_features,
+        mode="reschedule",
+        poke_interval=SENSOR_POKE_S,
+        timeout=SENSOR_TIMEOUT_S,
+    )
 '''
 
 _SCORING_TASKS = '''
@@ -872,13 +883,7 @@ def wait_for_scoring(**context):
 
 
 with _dag() as dag:
-    features = PythonSensor(
-        task_id="wait_for_features",
-        python_callable=wait_for_features,
-        mode="reschedule",
-        poke_interval=SENSOR_POKE_S,
-        timeout=SENSOR_TIMEOUT_S,
-    )
+    features = features_sensor()
     start = PythonOperator(task_id="start_scoring", python_callable=start_scoring)
     scored = PythonSensor(
         task_id="wait_for_scoring",
@@ -949,13 +954,7 @@ env_from = [
 ] + [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=name)) for name in POD_ENV_SECRETS]
 
 with _dag() as dag:
-    features = PythonSensor(
-        task_id="wait_for_features",
-        python_callable=wait_for_features,
-        mode="reschedule",
-        poke_interval=SENSOR_POKE_S,
-        timeout=SENSOR_TIMEOUT_S,
-    )
+    features = features_sensor()
     scored = ScoringPod(
         task_id="score",
         name="pfactory-score",
