@@ -174,7 +174,7 @@ class ScoringDagSpec:
         cron: five fields or a macro (``@daily``), read in ``timezone`` (an IANA name).
         start_date: the first day a run may fire (from local midnight); the caller picks it.
         doc_md: the model card summary (Markdown), shown on the DAG's page.
-        api_url: the gateway's base URL, e.g. ``http://127.0.0.1:8000``.
+        api_url: the gateway's base URL, e.g. ``http://127.0.0.1:8080``.
         tags: added to ``pfactory``, ``scoring`` and the model's name.
         sensor_timeout_s / sensor_poke_s: how long and how often the two sensors look (reschedule mode).
         api_key_variable: the Airflow Variable holding the platform API key (else env ``PF_API_KEY``).
@@ -504,7 +504,7 @@ def _check_api_url(url: object) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
-            f"api_url {url!r} must be the gateway's http(s) base URL, e.g. 'http://127.0.0.1:8000'"
+            f"api_url {url!r} must be the gateway's http(s) base URL, e.g. 'http://127.0.0.1:8080'"
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError(

@@ -46,7 +46,7 @@ class SchedulerSettings(ServiceSettings):
     dags_s3_prefix: str = Field(default="dags/", description="Prefix of the DAG files in dags_s3_bucket.")
     dags_s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint override (tests, MinIO).")
     api_url: str = Field(
-        default="http://127.0.0.1:8000",
+        default="http://127.0.0.1:8080",  # the gateway default port
         description="The gateway's URL as Airflow's workers reach it (the generated DAGs call it).",
     )
     dag_retries: int = Field(default=2, ge=0, description="Retries of each task of a generated DAG.")
