@@ -69,6 +69,19 @@ def test_a_version_that_failed_a_gate_needs_an_override_with_a_reason() -> None:
     )
     assert approved.audit[-1].action == "override"
     assert approved.audit[-1].reason == "risk committee sign-off"
+    # the override that approved it covers going live on schedule; the move is a plain transition
+    live = model.transition(approved, VersionStatus.LIVE, actor="scheduler", reason="live from tomorrow")
+    assert (live.status, live.audit[-1].action) == (VersionStatus.LIVE, "transition")
+    # a version approved again after a rollback without an override is refused going live
+    rolled_back = model.transition(live, VersionStatus.ARCHIVED, actor="scheduler")
+    sneaked = rolled_back.model_copy(
+        update={
+            "status": VersionStatus.APPROVED,
+            "audit": (*rolled_back.audit, approved.audit[-1].model_copy(update={"action": "transition"})),
+        }
+    )
+    with pytest.raises(GateFailedError, match="becoming live needs an admin override"):
+        model.transition(sneaked, VersionStatus.LIVE, actor="scheduler")
     # rejecting it needs no override
     assert model.transition(record, VersionStatus.REJECTED, actor="alice").status is VersionStatus.REJECTED
 

@@ -53,7 +53,11 @@ LEGAL_TRANSITIONS: dict[VersionStatus, frozenset[VersionStatus]] = {
 """Status → the statuses it may move to. ``rejected`` is terminal."""
 
 GATED_STATUSES = frozenset({VersionStatus.APPROVED, VersionStatus.LIVE})
-"""Statuses a version whose gates failed reaches only through an admin override with a reason."""
+"""Statuses a version whose gates failed reaches only through an admin override with a reason.
+
+``live`` is reached only from ``approved``: a version approved by an override goes live on its
+schedule without a second one (the override that approved it is on record); one approved any other
+way while its gates failed cannot go live without an override."""
 
 
 class PairKey(BaseModel):
@@ -216,7 +220,7 @@ def transition(
     if override and not (reason and reason.strip()):
         raise GateFailedError(f"{record.label}: an admin override needs a reason")
     failed = record.failed_gates
-    if to in GATED_STATUSES and failed and not override:
+    if to in GATED_STATUSES and failed and not override and not _live_after_override(record, to):
         raise GateFailedError(
             f"{record.label} failed its gates ({', '.join(failed)}); becoming {to} needs an admin "
             "override with a reason"
@@ -225,6 +229,14 @@ def transition(
     action = "override" if override and failed and to in GATED_STATUSES else "transition"
     entry = AuditEntry(at=now, actor=actor, action=action, from_=current.value, to=to.value, reason=reason)
     return record.model_copy(update={"status": to, "updated_at": now, "audit": (*record.audit, entry)})
+
+
+def _live_after_override(record: ModelVersion, to: VersionStatus) -> bool:
+    """Whether ``record`` goes live from an approval an admin override gave it (its last move to approved)."""
+    if to is not VersionStatus.LIVE or record.status is not VersionStatus.APPROVED:
+        return False
+    approvals = [entry for entry in record.audit if entry.to == VersionStatus.APPROVED.value]
+    return bool(approvals) and approvals[-1].action == "override"
 
 
 def set_alias(record: ModelVersion, alias: str, *, actor: str, at: datetime | None = None) -> ModelVersion:

@@ -126,10 +126,11 @@ async def go_live(registry: Registry, version: ModelVersion) -> GoLive:
         await registry.transition(
             pair, version.version, VersionStatus.LIVE, actor=ACTOR, reason=f"live from {live_from(version)}"
         )
-    except IllegalTransitionError:
+    except IllegalTransitionError as refused:
         transitioned = False
         current = await registry.get(pair, version.version)
         if current.status is not VersionStatus.LIVE:
+            log.error("%s cannot go live: %s", version.label, refused)
             return GoLive(pair, version.version, live=False, archived=())
     live = await _all(registry, pair, VersionStatus.LIVE)
     winner = max(live, key=_approval_order)
