@@ -7,7 +7,10 @@ import os
 import re
 import socket
 from collections.abc import Iterator
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote, urlparse
+from zoneinfo import ZoneInfo
 
 import pytest
 from rich.console import Console
@@ -26,6 +29,7 @@ from tests.utils.statsd import StatsdCapture, capturing_statsd
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+LONDON = ZoneInfo("Europe/London")  # the example model's scoring timezone: the demo's "today"
 JOB_ID = re.compile(r"job ([0-9a-f-]{36})")
 
 
@@ -173,25 +177,32 @@ def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
     assert read_stack_state(stack.home) is None
 
 
-@pytest.mark.timeout(600)  # the whole demo: ~170 s on a quiet 2-core machine, more under load
-def test_demo_materialises_trains_registers_and_says_what_it_registered(
+@pytest.mark.timeout(900)  # the whole demo: ~200 s on a quiet 2-core machine, more under load
+def test_demo_tells_the_whole_story_from_data_to_a_scheduled_scored_day(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Issue #10: ``pfactory demo`` (7 days here, 60 in ``make demo``) from data to the next day's scores."""
     home = tmp_path / ".pfactory"
     with capturing_statsd() as agent:  # the stack's processes inherit the environment
         monkeypatch.setenv("PF_TELEMETRY_STATSD_PORT", str(agent.port))
-        result = CliRunner().invoke(app, ["demo", "--home", str(home), "--examples", str(EXAMPLES)])
+        result = CliRunner().invoke(
+            app, ["demo", "--home", str(home), "--examples", str(EXAMPLES), "--days", "7"]
+        )
     assert result.exit_code == 0, result.output
     out = result.output
     assert "MaterialisationRequested on pf.materialisation.requested" in out
     assert "TrainRequested on pf.train.requested" in out
     assert "demo passed" in out
     assert "7/7 days" in out and "succeeded" in out
+    today = _today_in(out)
+    history = [today - timedelta(days=back) for back in range(6, -1, -1)]
+    next_day = today + timedelta(days=1)
     features = home / "features" / "feature_set=credit-features" / "version=1"
     assert sorted(p.name for p in features.glob("ds=*") if (p / "_SUCCESS").exists()) == [
-        f"ds=2024-01-0{day}" for day in range(1, 8)
+        f"ds={day}" for day in [*history, next_day]
     ]
     assert (tmp_path / "data" / "raw" / "ground_truth.json").exists()
+    assert f"spec.training.window is set to {history[0]}..{today}" in out
 
     # the models were trained after their features existed, with progress, and registered
     assert out.index("7/7 days") < out.index("train job")
@@ -212,9 +223,42 @@ def test_demo_materialises_trains_registers_and_says_what_it_registered(
         home / "registry" / "artifacts" / "models" / "model=credit-default" / "feature_set=credit-features@1"
     )
     assert (card / "version=1" / "card.md").exists() and str(card / "version=1" / "card.md") in summary
+    _the_champion_was_governed_scheduled_and_scored(out, home, next_day)
     assert re.search(r"timings: stack start [\d.]+ s · data [\d.]+ s · .*training [\d.]+ s", out)
     assert read_stack_state(home) is None  # the stack it started is gone again
     _the_demo_emitted_the_catalog_metrics(agent)
+
+
+def _today_in(out: str) -> date:
+    found = re.search(r"backfill (\d{4}-\d{2}-\d{2}) to (\d{4}-\d{2}-\d{2})", out)
+    assert found, out
+    start, end = (date.fromisoformat(day) for day in found.groups())
+    assert (end - start).days == 6
+    assert end in {datetime.now(LONDON).date(), (datetime.now(LONDON) - timedelta(minutes=30)).date()}
+    return end
+
+
+def _the_champion_was_governed_scheduled_and_scored(out: str, home: Path, next_day: date) -> None:
+    """The gate refuses a plain approval, the override is recorded, the scheduler takes it live and scores."""
+    story = out[out.index("7. governance") :]
+    assert "refused plain approval of credit-default v1" in story
+    assert "failed its gates (fairness:age_band:" in story
+    assert "approved credit-default v1 with an admin override" in story
+    assert f"scheduled credit-default v1: live from {next_day}, scored on '0 6 * * *' Europe/London" in story
+    assert f"succeeded 1/1 days — {next_day} good" in story
+    assert f"moving the scheduler's clock to {next_day} 05:59:45 Europe/London" in story
+    assert "live credit-default v1 (the scheduler took it live)" in story
+    assert re.search(rf"scored {next_day}: ScoringCompleted on pf.scoring.completed .* from scorer", story)
+    assert re.search(r"rows +2000 scored with version 1", story), story
+    assert re.search(r"drift +\d+ of \d+ features over PSI", story), story
+    written = re.search(r"written +(\S+)", story)
+    assert written, story
+    predictions = Path(unquote(urlparse(written.group(1)).path))
+    assert predictions.name == f"ds={next_day}" and any(predictions.glob("*.parquet")), predictions
+    assert "where to look next" in out and f"{next_day} scored by the scheduler" in out
+    scheduler_log = (home / "logs" / "scheduler.log").read_text(encoding="utf-8")
+    assert "credit-default/feature_set=credit-features@1/version=1 is live" in scheduler_log
+    assert f"scoring {next_day} requested" in scheduler_log
 
 
 def _the_demo_emitted_the_catalog_metrics(agent: StatsdCapture) -> None:
@@ -234,7 +278,7 @@ def _the_demo_emitted_the_catalog_metrics(agent: StatsdCapture) -> None:
     assert total("pf.jobs.succeeded", kind="materialise", service="gateway") >= 1
     assert total("pf.jobs.submitted", kind="train", service="gateway") == 2  # the two example models
     assert total("pf.jobs.succeeded", kind="train", service="gateway") == 2
-    assert total("pf.features.partitions", feature_set=fs, status="good") == 7
+    assert total("pf.features.partitions", feature_set=fs, status="good") == 8  # 7 days, then the next
     assert total("pf.features.rows_materialised", feature_set=fs) > 0
     assert {line.tags["stage"] for line in agent.named("pf.stage.duration", kind="train")} == {
         "load",
@@ -247,5 +291,11 @@ def _the_demo_emitted_the_catalog_metrics(agent: StatsdCapture) -> None:
     assert registered == {"credit-default", "credit-default-glm"}
     assert agent.named("pf.registry.versions", status="candidate", service="registrar")
     handled = {line.tags["service"] for line in agent.named("pf.bus.handled", outcome="ok")}
-    assert {"gateway", "materialiser", "trainer", "registrar", "scheduler"} <= handled
+    assert {"gateway", "materialiser", "trainer", "registrar", "scheduler", "scorer"} <= handled
     assert agent.named("pf.bus.consumer_lag")
+    champion = {"model": "credit-default", "feature_set": fs, "model_version": "1"}
+    assert total("pf.scheduler.deployments", action="scheduled", service="scheduler", **champion) >= 1
+    assert total("pf.scheduler.deployments", action="live", service="scheduler", **champion) == 1
+    assert total("pf.scoring.runs", status="succeeded", service="scorer", **champion) == 1
+    assert total("pf.scoring.rows", mode="batch", service="scorer", **champion) == 2000
+    assert {line.tags["feature"] for line in agent.named("pf.drift.psi", **champion)} >= {"income", "score"}

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pfactory.cli.client import GatewayClient, GatewayError
-from pfactory.cli.render import TERMINAL, progress_text, status_markup
+from pfactory.cli.render import TERMINAL, JobBars, progress_text, status_markup
 from pfactory.contracts.configs.metrics import LOWER_IS_BETTER
 
 GAP_RATES = {"demographic_parity_difference": "selection_rate", "equal_opportunity_difference": "tpr"}
@@ -53,6 +53,23 @@ def follow_training(
     deadline = time.monotonic() + timeout_s
     pending = [str(job["job_id"]) for job in jobs]
     names = {str(job["job_id"]): str(job.get("name") or job["job_id"]) for job in jobs}
+    with JobBars(console, "runs") as bars:
+        _follow(console, client, pending, names, views, shown, bars, deadline, timeout_s, interval_s)
+    return [views[str(job["job_id"])] for job in jobs if str(job["job_id"]) in views]
+
+
+def _follow(
+    console: Console,
+    client: GatewayClient,
+    pending: list[str],
+    names: dict[str, str],
+    views: dict[str, dict[str, Any]],
+    shown: dict[str, str],
+    bars: JobBars,
+    deadline: float,
+    timeout_s: float,
+    interval_s: float,
+) -> None:
     while pending:
         for job_id in list(pending):
             try:
@@ -62,6 +79,7 @@ def follow_training(
                 pending.remove(job_id)
                 continue
             views[job_id] = view
+            bars.update(job_id, names[job_id], view)
             line = " ".join(
                 part
                 for part in (
@@ -83,7 +101,6 @@ def follow_training(
             break
         if pending:
             time.sleep(interval_s)
-    return [views[str(job["job_id"])] for job in jobs if str(job["job_id"]) in views]
 
 
 def summarise_training(

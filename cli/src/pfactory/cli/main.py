@@ -467,6 +467,44 @@ def schema_export(
         console.print(f"wrote {escape(str(path))}")
 
 
+# -------------------------------------------------------------------------------------- docs
+
+docs_app = typer.Typer(help="The generated reference pages of docs/ (configs, HTTP API, events).")
+app.add_typer(docs_app, name="docs")
+
+
+@docs_app.command("generate")
+def docs_generate(
+    folder: Annotated[Path, typer.Option(help="The docs folder.")] = Path("docs"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 with a diff summary if a page is stale.")
+    ] = False,
+) -> None:
+    """Regenerate docs/reference/*.md and the lifecycle table of docs/concepts.md from the code."""
+    from pfactory.cli.docgen import COMMAND, DocgenError, check_reference, write_reference
+
+    console = _console()
+    try:
+        if check:
+            stale = check_reference(folder)
+            for summary in stale:
+                console.print(escape(summary), soft_wrap=True)
+            if stale:
+                _fail(
+                    f"{len(stale)} generated page(s) are stale; run `{COMMAND} --folder {folder}`",
+                    EXIT_FAILED,
+                )
+            console.print(f"[green]✓[/] the generated pages of {escape(str(folder))} are current")
+            return
+        written = write_reference(folder)
+    except DocgenError as error:
+        _fail(str(error), EXIT_USAGE)
+    for path in written:
+        console.print(f"wrote {escape(str(path))}")
+    if not written:
+        console.print(f"the generated pages of {escape(str(folder))} were already current")
+
+
 # -------------------------------------------------------------------------------------- demo
 
 
@@ -474,11 +512,14 @@ def schema_export(
 def demo(
     home: HomeOption = DEFAULT_HOME,
     examples: Annotated[Path, typer.Option(help="Folder of example configs.")] = Path("examples"),
+    days: Annotated[
+        int, typer.Option(min=3, help="Days of history to generate, materialise and train on (ending today).")
+    ] = 60,
 ) -> None:
-    """Start the stack, submit the example configs, show each job and its event on the bus, stop."""
+    """The credit-scoring story on the embedded stack: features, training, governance, scheduling, scoring."""
     from pfactory.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(_console(), home=home, examples=examples))
+    raise typer.Exit(run_demo(_console(), home=home, examples=examples, days=days))
 
 
 def main() -> None:

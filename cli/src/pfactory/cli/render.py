@@ -8,6 +8,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 STATUS_STYLE = {
@@ -258,3 +266,53 @@ def version_detail(console: Console, version: Mapping[str, Any]) -> None:
             escape(str(entry.get("reason") or "")),
         )
     console.print(audit)
+
+
+class JobBars:
+    """Progress bars for jobs a command follows, drawn only on a terminal (a log or a pipe gets the lines).
+
+    Use as a context manager and call :meth:`update` with each job's latest view; the followers keep
+    printing a line whenever a job's state changes, which rich shows above the bars.
+    """
+
+    def __init__(self, console: Console, unit: str) -> None:
+        self.unit = unit
+        self._progress = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(unit),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            if console.is_terminal
+            else None
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> JobBars:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, key: str, name: str, view: Mapping[str, Any]) -> None:
+        """Move ``key``'s bar to the view's ``progress`` (``done`` of ``total``)."""
+        if self._progress is None:
+            return
+        progress = view.get("progress") or {}
+        total = progress.get("total")
+        done = progress.get("done") or 0
+        if key not in self._tasks:
+            self._tasks[key] = self._progress.add_task(name, total=total if isinstance(total, int) else None)
+        self._progress.update(
+            self._tasks[key],
+            completed=done if isinstance(done, int) else 0,
+            total=total if isinstance(total, int) and total > 0 else None,
+            description=f"{name} ({view.get('status')})",
+        )

@@ -307,6 +307,7 @@ class Stack:
         self._prefer_default = prefer_default_ports
         self.health_timeout_s = health_timeout_s
         self._extra_env = dict(extra_env or {})
+        self._service_env: dict[str, dict[str, str]] = {}  # per service, from restart()
         self._python = python
         self.broker: EmbeddedBroker | None = None
         self.credentials: Credentials | None = None
@@ -424,6 +425,35 @@ class Stack:
             self.state_path.unlink()
         return codes
 
+    def restart(
+        self, name: str, env: Mapping[str, str] | None = None, timeout_s: float = 10.0
+    ) -> RunningService:
+        """Stop one service and start it again on its port, with ``env`` added to its environment.
+
+        The demo moves the scheduler's clock this way (``PF_SCHEDULER_CLOCK_OFFSET_S``). The new
+        environment stays for later restarts of that service.
+
+        Raises:
+            StackError: the service is not running in this stack, or the new process did not answer
+                ``/health`` (the rest of the stack keeps running).
+        """
+        running = next((service for service in self.services if service.name == name), None)
+        if running is None:
+            raise StackError(f"{name!r} is not running in this stack; running: {sorted(self.pids)}")
+        if running.process.poll() is None:
+            self._signal(running, signal.SIGTERM)
+            try:
+                running.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._signal(running, signal.SIGKILL)
+                running.process.wait(5)
+        self._service_env.setdefault(name, {}).update(env or {})
+        started = self._spawn(running.spec, running.port)
+        self.services[self.services.index(running)] = started
+        self._wait_healthy([started])
+        self._write_state()
+        return started
+
     def exited(self) -> list[ServiceExit]:
         """Children that stopped since the last call (each is reported once)."""
         gone: list[ServiceExit] = []
@@ -461,7 +491,12 @@ class Stack:
             "gateway_url": self._gateway_url,
         }
         # Tansu answers a waiting fetch only when it times out: see ServiceSpec.fetch_max_wait_ms
-        env = {"PF_BUS_FETCH_MAX_WAIT_MS": str(spec.fetch_max_wait_ms), **os.environ, **self._extra_env}
+        env = {
+            "PF_BUS_FETCH_MAX_WAIT_MS": str(spec.fetch_max_wait_ms),
+            "SPARK_LOCAL_IP": "127.0.0.1",  # Spark binds loopback like every other server of the stack
+            **os.environ,
+            **self._extra_env,
+        }
         env.update(
             {
                 "PF_BUS_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
@@ -470,6 +505,7 @@ class Stack:
             }
         )
         env.update({key: value.format(**fields) for key, value in spec.extra_env.items()})
+        env.update(self._service_env.get(spec.name, {}))
         return env
 
     def _spawn(self, spec: ServiceSpec, port: int) -> RunningService:
@@ -490,9 +526,9 @@ class Stack:
             )
         return RunningService(spec=spec, port=port, process=process, log_path=log_path)
 
-    def _wait_healthy(self) -> None:
+    def _wait_healthy(self, services: Sequence[RunningService] | None = None) -> None:
         deadline = time.monotonic() + self.health_timeout_s
-        waiting = list(self.services)
+        waiting = list(self.services if services is None else services)
         while waiting:
             for service in list(waiting):
                 code = service.process.poll()
