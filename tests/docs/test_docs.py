@@ -39,6 +39,8 @@ except ImportError:  # pragma: no cover - an older typer on the real click
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
+READMES = [REPO / "README.md", REPO / "deploy" / "README.md", REPO / "deploy" / "docker" / "README.md"]
+"""What a new user reads first: held to the same commands, links and settings checks as docs/."""
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
 SPAN = re.compile(r"`([^`\n]+)`")
@@ -149,7 +151,11 @@ def _parse(words: list[str]) -> None:
 
 
 DOC_COMMANDS = sorted(
-    {(page.relative_to(DOCS).as_posix(), c) for page in PAGES for c in _commands(page.read_text())}
+    {
+        (page.relative_to(REPO).as_posix(), c)
+        for page in [*PAGES, REPO / "README.md"]  # deploy/README.md: kubectl -n pfactory …
+        for c in _commands(page.read_text())
+    }
 )
 
 
@@ -196,7 +202,7 @@ def broken_links(page: Path) -> list[str]:
     return broken
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())
+@pytest.mark.parametrize("page", [*PAGES, *READMES], ids=lambda p: p.relative_to(REPO).as_posix())
 def test_every_relative_link_resolves(page: Path) -> None:
     assert broken_links(page) == []
 
@@ -219,5 +225,5 @@ def test_every_index_page_is_linked() -> None:
 
 def test_every_pf_name_is_a_setting() -> None:
     known = settings_env_names()
-    for page in PAGES:
+    for page in [*PAGES, *READMES]:
         assert unknown_env_names(page.read_text(), known) == [], page
