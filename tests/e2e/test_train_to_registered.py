@@ -237,6 +237,8 @@ def test_the_version_folder_holds_the_reference_distributions(trained: Trained) 
     )
     reference = json.loads((folder / "reference.json").read_text())
     assert {"age", "income", "debt_to_income"} <= set(reference["features"]), sorted(reference["features"])
+    # the materialiser's markers name event_ts as the feature set's event time: a join key, not an input
+    assert "event_ts" not in reference["features"], sorted(reference["features"])
     assert reference["score"], (
         "no reference distribution of the score: drift checks would have nothing to compare"
     )
@@ -286,7 +288,7 @@ def test_the_online_api_answers_for_the_registered_version(trained: Trained) -> 
             {
                 k: (v.isoformat() if hasattr(v, "isoformat") else v)
                 for k, v in r.items()
-                if k != "applicant_id"
+                if k not in {"applicant_id", "event_ts"}  # the entity and event time are no inputs
             }
             for r in rows
         ],

@@ -36,8 +36,16 @@ def good_marker(
     *,
     config_hash: str = "cfg-hash-1",
     sql_hashes: dict[str, str] | None = None,
+    entity: list[str] | None = None,
+    timestamp: str | None = None,
 ) -> dict[str, Any]:
-    """What the materialiser's ``_SUCCESS`` holds for a good day."""
+    """What the materialiser's ``_SUCCESS`` holds for a good day.
+
+    ``entity`` and ``timestamp`` (the feature set's join columns) are left out when None, as in
+    markers written before the materialiser recorded them.
+    """
+    join: dict[str, Any] = {"entity": entity} if entity is not None else {}
+    join |= {"timestamp": timestamp} if timestamp is not None else {}
     return {
         "feature_set": feature_set,
         "version": version,
@@ -50,6 +58,7 @@ def good_marker(
         "validation": {"success": True, "evaluated": 3, "failed": 0},
         "lineage": {name: [] for name in table.column_names},
         "sql_hashes": sql_hashes if sql_hashes is not None else {"features": "sha-features-1"},
+        **join,
     }
 
 

@@ -52,6 +52,21 @@ class ReaderContract:
             (D5, "missing"),
         ]
 
+    def test_good_days_expose_the_join_columns_their_markers_record(self) -> None:
+        self.writer.good(D1, rows(["a"], 1.0), entity=["entity"], timestamp="event_ts")
+        self.writer.good(D2, rows(["a"], 2.0))  # written before markers recorded them
+        new, old = self.reader().good_days("fs", "1", D1, D2)
+        assert (new.entity, new.timestamp) == (("entity",), "event_ts")
+        assert (old.entity, old.timestamp) == (None, None)
+
+    def test_a_marker_with_a_malformed_timestamp_or_entity_is_refused(self) -> None:
+        self.writer.good(D1, rows(["a"], 1.0), timestamp=["event_ts"])
+        with pytest.raises(ValueError, match=r"ds=2024-03-01/_SUCCESS records timestamp \['event_ts'\]"):
+            self.reader().good_days("fs", "1", D1, D1)
+        self.writer.good(D1, rows(["a"], 1.0), entity="entity")
+        with pytest.raises(ValueError, match=r"records entity 'entity', not a list of column names"):
+            self.reader().good_days("fs", "1", D1, D1)
+
     def test_good_days_respects_the_range_and_never_opens_days_outside_it(self) -> None:
         self.writer.good(D2, rows(["a"], 2.0))
         self.writer.good(D3, rows(["a"], 3.0))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from pfactory.features import FeatureReader
 from pfactory.materialiser.adapters.gx import GxPartitionValidator
 from pfactory.materialiser.adapters.partitions import LocalPartitionStore
 from pfactory.materialiser.adapters.spark import LocalSparkEngine
@@ -65,6 +66,10 @@ def test_a_day_materialises_with_its_rows_declared_dtypes_marker_and_reports(
     assert marker["config_hash"] == config_hash(config)
     assert marker["validation"]["success"] is True and marker["validation"]["failed"] == 0
     assert {"name": "age", "type": "int32"} in marker["schema"]
+    # the join columns, so the trainer can keep the event time out of a model's inputs
+    assert (marker["entity"], marker["timestamp"]) == (["applicant_id"], "event_ts")
+    [good] = FeatureReader(str(local_store.base)).good_days(key.feature_set, key.version, DAYS[0], DAYS[0])
+    assert (good.entity, good.timestamp) == (("applicant_id",), "event_ts")
     assert result.lineage["income"] == ["applicants.annual_income"]
     assert result.lineage["grade"] == ["scores.grade"]
     stats = local_store.read_json(key, STATS_FILE)

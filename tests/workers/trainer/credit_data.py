@@ -89,7 +89,7 @@ def write_credit_store(
     writer = PartitionWriter(fs.LocalFileSystem(), str(store), feature_set=FEATURE_SET, version="1")
     for offset in range(days):
         ds = start + dt.timedelta(days=offset)
-        writer.good(ds, credit_features(raw, ds))
+        writer.good(ds, credit_features(raw, ds), entity=["applicant_id"], timestamp="event_ts")
     return raw, store
 
 

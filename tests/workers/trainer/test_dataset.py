@@ -218,6 +218,48 @@ def test_feature_columns_keep_their_types_when_some_labels_match_nothing(
     )  # as the partitions hold them
 
 
+def test_the_markers_timestamp_column_is_join_metadata_not_a_feature(
+    tmp_path: Path, store: tuple[PartitionWriter, FeatureReader]
+) -> None:
+    writer, reader = store
+    join = {"entity": ["id"], "timestamp": "event_ts"}
+    for n in (1, 2):
+        stamp = [dt.datetime(2024, 3, n)] * 2
+        writer.good(day(n), features(["a", "b"], [n + 0.1, n + 0.2], event_ts=stamp), **join)
+    labels = write_labels(tmp_path / "labels", [("a", day(1), 1), ("b", day(1), 0), ("a", day(2), 0)])
+    data = build_training_set(model_spec(labels), reader)
+    assert data.feature_columns == ["x"]
+    assert list(data.X_train.columns) == ["x"] == list(data.X_test.columns)
+    assert list(data.X_train["x"]) == [1.1, 1.2] and list(data.X_test["x"]) == [2.1]
+
+
+def test_markers_that_predate_the_timestamp_key_keep_the_column_as_before(
+    tmp_path: Path, store: tuple[PartitionWriter, FeatureReader]
+) -> None:
+    writer, reader = store
+    for n in (1, 2):
+        writer.good(day(n), features(["a", "b"], [1.0, 2.0], event_ts=[dt.datetime(2024, 3, n)] * 2))
+    labels = write_labels(tmp_path / "labels", [("a", day(1), 1), ("b", day(1), 0), ("a", day(2), 0)])
+    assert build_training_set(model_spec(labels), reader).feature_columns == ["x", "event_ts"]
+
+
+def test_partitions_naming_different_timestamp_columns_are_refused_with_both_names(
+    tmp_path: Path, store: tuple[PartitionWriter, FeatureReader]
+) -> None:
+    writer, reader = store
+    stamps = {"event_ts": [dt.datetime(2024, 3, 1)] * 2, "as_of": [dt.datetime(2024, 3, 1)] * 2}
+    writer.good(day(1), features(["a", "b"], [1.0, 2.0], **stamps), timestamp="event_ts")
+    writer.good(day(2), features(["a", "b"], [1.0, 2.0], **stamps))  # an older marker: no opinion
+    writer.good(day(3), features(["a", "b"], [1.0, 2.0], **stamps), timestamp="as_of")
+    labels = write_labels(tmp_path / "labels", [("a", day(1), 1), ("b", day(2), 0), ("a", day(3), 0)])
+    with pytest.raises(
+        TrainingDataError,
+        match=r"disagree on the feature set's timestamp column: 'event_ts' from 2024-03-01 .*; "
+        r"'as_of' from 2024-03-03 .*--start-ds 2024-03-01 --end-ds 2024-03-03",
+    ):
+        build_training_set(model_spec(labels), reader)
+
+
 def test_an_entity_with_two_rows_on_one_day_takes_the_last_one_written(
     tmp_path: Path, store: tuple[PartitionWriter, FeatureReader]
 ) -> None:

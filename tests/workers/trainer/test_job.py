@@ -76,6 +76,12 @@ def test_a_fit_run_writes_a_loadable_model_metrics_with_intervals_fairness_and_a
 
     reference = json.loads(runfiles.read_bytes(spec.output_uri, REFERENCE_FILE))
     assert {"age", "income", "employment_status", "age_band"} <= set(reference["features"])
+    # the event time is the same on every row of a day: a join key, never an input to drift or score on
+    signature = {column["name"] for column in reference["signature"]}
+    assert "event_ts" not in reference["features"] and "event_ts" not in signature
+    assert {"applicant_id", "ds"}.isdisjoint(signature) and "age" in signature
+    inputs_only = today.drop(columns=["event_ts", "applicant_id"])  # what an online caller sends
+    assert model.predict_proba(inputs_only)[:, 1].tolist() == scores.tolist()
     assert psi(reference["features"]["income"], today["income"]) < 0.2  # the same population
     assert psi(reference["score"], scores) < 0.2
 

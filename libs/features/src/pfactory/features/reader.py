@@ -39,6 +39,10 @@ class GoodPartition:
     ds: date
     uri: str
     marker: dict[str, Any]
+    entity: tuple[str, ...] | None = None
+    """The feature set's entity key column(s), as the marker records them; None for an older marker."""
+    timestamp: str | None = None
+    """The feature set's event-time column (join metadata, not a feature); None for an older marker."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ class FeatureReader:
             One ``GoodPartition`` per day whose ``_SUCCESS`` marker exists.
         """
         return [
-            GoodPartition(d.ds, self.partition_uri(feature_set, version, d.ds), d.marker)
+            _good_partition(d.ds, self.partition_uri(feature_set, version, d.ds), d.marker)
             for d in self.statuses(feature_set, version, start, end)
             if d.marker is not None
         ]
@@ -222,3 +226,21 @@ class FeatureReader:
             return [function(item) for item in items]
         with ThreadPoolExecutor(max_workers=min(self._parallel, len(items))) as pool:
             return list(pool.map(function, items))
+
+
+def _good_partition(ds: date, uri: str, marker: dict[str, Any]) -> GoodPartition:
+    """A good day with the join metadata its marker records (markers before it was recorded: None)."""
+    entity, timestamp = marker.get("entity"), marker.get("timestamp")
+    if entity is not None and not (
+        isinstance(entity, list) and entity and all(isinstance(c, str) and c for c in entity)
+    ):
+        raise ValueError(
+            f"{uri}/{GOOD_MARKER} records entity {entity!r}, not a list of column names; "
+            "rerun the day to rewrite it"
+        )
+    if timestamp is not None and not (isinstance(timestamp, str) and timestamp):
+        raise ValueError(
+            f"{uri}/{GOOD_MARKER} records timestamp {timestamp!r}, not a column name; "
+            "rerun the day to rewrite it"
+        )
+    return GoodPartition(ds, uri, marker, None if entity is None else tuple(entity), timestamp)

@@ -4,8 +4,9 @@ No network imports: the engine, the partition store and the validator are inject
 
 What a day can end as:
 
-* ``good``: validated and written; ``_SUCCESS`` records rows, schema, validation summary, lineage
-  and the config hash (a range run skips such a day when the hash is unchanged).
+* ``good``: validated and written; ``_SUCCESS`` records rows, schema, validation summary, lineage,
+  the entity and timestamp columns, and the config hash (a range run skips such a day when the hash
+  is unchanged).
 * ``quarantined``: the output broke an expectation. It is written to ``quarantine/...`` with the
   report, and the day's features folder holds only ``_FAILED`` (a previous good partition is
   removed: the latest run says that day's data is bad, so it must not look current).
@@ -199,6 +200,9 @@ class Materialiser:
                 "validation": report.summary(),
                 "lineage": lineage,
                 "sql_hashes": rendered.sql_hashes,
+                # join metadata for readers: the trainer keeps these out of a model's inputs
+                "entity": list(config.spec.entity),
+                "timestamp": config.spec.timestamp,
             }
             uri = self.store.write_good(key, content, marker, run_id)
             seconds["write"] = time.perf_counter() - clock

@@ -6,7 +6,8 @@ Layout under a store root (a local folder or ``s3://bucket/prefix``)::
                                                       _validation.json   GX report
                                                       _stats.json        rows; per column nulls/min/max/mean
                                                       _SUCCESS           written last: rows, schema,
-                                                                         validation summary, config hash
+                                                                         validation summary, config hash,
+                                                                         entity and timestamp columns
     features/feature_set=<name>/version=<v>/ds=<date>/_FAILED           instead, when the day failed validation
     quarantine/feature_set=<name>/version=<v>/ds=<date>/part-0.parquet, _validation.json, _stats.json,
                                                       _QUARANTINED

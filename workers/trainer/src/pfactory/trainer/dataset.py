@@ -72,7 +72,8 @@ def build_training_set(
         labels_region: S3 region of the labels bucket.
 
     Returns:
-        The training set; ``X_*`` hold every feature column (entity, ``ds``, label and date dropped).
+        The training set; ``X_*`` hold every feature column (entity, ``ds``, the feature set's
+        timestamp column, label and date dropped).
 
     Raises:
         TrainingDataError: labels or partitions missing, no label matched, or a split that cannot
@@ -94,7 +95,9 @@ def build_training_set(
     features = _read_partitions(reader, name, version, good)
     entity = list(spec.labels.entity)
     labels = _align_entity(labels, features, entity, spec.labels, name, version)
-    columns = [c for c in features.column_names if c not in {*entity, DS_COLUMN, spec.labels.date_column}]
+    # the event-time column is join metadata (one value per day), never a model input
+    join_only = {*entity, DS_COLUMN, spec.labels.date_column, *_timestamp_columns(good, name, version)}
+    columns = [c for c in features.column_names if c not in join_only]
     matched, dates = _as_of_join(labels, features, entity, lookback, columns)
     if matched.empty:
         raise TrainingDataError(
@@ -170,6 +173,29 @@ def _read_partitions(reader: FeatureReader, name: str, version: str, good: list[
         with ThreadPoolExecutor(max_workers=min(8, len(good))) as pool:
             tables = list(pool.map(read_day, good))
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _timestamp_columns(good: list[GoodPartition], name: str, version: str) -> list[str]:
+    """The event-time column the partitions' markers name (none for markers that predate it).
+
+    Raises:
+        TrainingDataError: two partitions name different columns (one feature-set version writes
+            one name, so the store was written by mixed writers or edited).
+    """
+    first: dict[str, GoodPartition] = {}
+    for partition in good:
+        if partition.timestamp is not None:
+            first.setdefault(partition.timestamp, partition)
+    if len(first) > 1:
+        named = "; ".join(f"'{column}' from {p.ds} ({p.uri})" for column, p in first.items())
+        raise TrainingDataError(
+            f"the validated partitions of {name} v{version} disagree on the feature set's timestamp "
+            f"column: {named}; one version always writes one name, so the store was written by different "
+            f"feature set configs under the same version: rematerialise the range with the current config "
+            f"(pfactory submit <{name} feature set YAML> --start-ds {good[0].ds} --end-ds {good[-1].ds}) "
+            "or give the changed config a new spec.version"
+        )
+    return list(first)
 
 
 # ---------------------------------------------------------------------- labels
