@@ -201,24 +201,41 @@ def test_a_gateway_with_tracing_on_and_no_agent_says_nothing_about_it(tmp_path: 
             for _ in range(5):
                 assert _status(f"{gateway.url}/health") == 200
             # silence proves something only once the writer has tried and failed: wait for two attempts
-            deadline = time.monotonic() + 30
-            while accepted[0] < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert accepted[0] >= 2, f"the tracer never tried to send its spans ({accepted[0]} connections)"
+            assert accepted.wait_for(2, timeout_s=30), (
+                f"the tracer never tried to send its spans ({accepted.count} connections)"
+            )
             gateway.stop()
     output = gateway.output()
     assert "tracing on: service=gateway" in output, output
     assert not _ddtrace_complaints(output), output
 
 
+class _Connections:
+    """How many connections the dead agent accepted; a test can wait for a number of them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = threading.Condition()
+
+    def add(self) -> None:
+        with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float) -> bool:
+        """True once ``count`` connections were accepted; False if ``timeout_s`` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.count >= count, timeout=timeout_s)
+
+
 @contextmanager
-def _dead_agent() -> Iterator[tuple[str, list[int]]]:
-    """A port that accepts connections and closes them unanswered; yields its URL and a connection count."""
+def _dead_agent() -> Iterator[tuple[str, _Connections]]:
+    """A port that accepts connections and closes them unanswered; yields its URL and the connections."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     listener.settimeout(0.2)
-    accepted = [0]
+    accepted = _Connections()
     done = threading.Event()
 
     def serve() -> None:
@@ -227,8 +244,8 @@ def _dead_agent() -> Iterator[tuple[str, list[int]]]:
                 connection, _ = listener.accept()
             except TimeoutError:
                 continue
-            accepted[0] += 1
             connection.close()
+            accepted.add()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -282,7 +299,7 @@ def test_the_writer_complaint_about_an_unanswering_agent_shows_only_with_ddtrace
         quiet_output = quiet.communicate(timeout=60)[0].decode()
         debug_output = debug.communicate(timeout=60)[0].decode()
     assert quiet.returncode == 0, quiet_output
-    assert accepted[0] >= 1, "the tracer never tried to send, so its silence proves nothing"
+    assert accepted.count >= 1, "the tracer never tried to send, so its silence proves nothing"
     assert not _ddtrace_complaints(quiet_output), quiet_output
     assert debug.returncode == 0, debug_output[-3000:]
     assert "failed to send" in debug_output, debug_output[-3000:]

@@ -33,10 +33,11 @@ from rich.markup import escape
 from pfactory.bus.reading import SeenEnvelope
 from pfactory.cli.client import ConfigRejected, GatewayClient, GatewayError
 from pfactory.cli.credentials import read_credentials
-from pfactory.cli.demo_scoring import Champion, govern, score_next_day, show_scored, wait_for_deployment
+from pfactory.cli.demo_scoring import Champion, govern, score_next_day, wait_for_deployment
 from pfactory.cli.demo_training import follow_training, summarise_training
 from pfactory.cli.events import REQUEST_TOPICS, find_job_events
 from pfactory.cli.render import TERMINAL, JobBars, print_issues, print_jobs
+from pfactory.cli.score import print_outcome
 from pfactory.cli.stack import Stack, StackError, http_status, read_stack_state
 
 KIND_ORDER = {"FeatureSet": 0, "Model": 1}
@@ -284,7 +285,7 @@ def _go_live_and_score(
     with clock.step(title, "scoring"):
         scored = score_next_day(console, client, stack, bootstrap, champion, calendar.next_day)
         if scored is not None:
-            show_scored(console, scored)
+            print_outcome(console, {"status": "succeeded", "result": scored})  # as `pfactory score` shows it
     return scored
 
 

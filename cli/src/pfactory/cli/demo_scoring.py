@@ -27,7 +27,7 @@ from rich.markup import escape
 from pfactory.bus.reading import SeenEnvelope, read_envelopes
 from pfactory.bus.settings import BusSettings
 from pfactory.cli.client import GatewayClient, GatewayError
-from pfactory.cli.score import drift_lines, start_scoring_run
+from pfactory.cli.score import start_scoring_run
 from pfactory.cli.stack import Stack, StackError
 from pfactory.contracts import topics
 from pfactory.contracts.events import Envelope
@@ -187,14 +187,6 @@ def score_next_day(
         f"[red]timed out[/]: {day} was not scored within {timeout_s:.0f} s (see logs/scheduler.log, logs/scorer.log)"
     )
     return None
-
-
-def show_scored(console: Console, scored: dict[str, Any]) -> None:
-    """Rows, the predictions file and the drift check of a ``ScoringCompleted`` payload."""
-    console.print(f"  rows      {scored.get('rows')} scored with version {scored.get('version')}")
-    console.print(f"  written   {escape(str(scored.get('predictions_uri')))}")
-    for line in drift_lines({"drift": scored.get("drift") or {}}):
-        console.print(f"  {escape(line)}")
 
 
 def _status(client: GatewayClient, champion: Champion) -> str | None:

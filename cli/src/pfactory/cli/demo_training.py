@@ -54,53 +54,39 @@ def follow_training(
     pending = [str(job["job_id"]) for job in jobs]
     names = {str(job["job_id"]): str(job.get("name") or job["job_id"]) for job in jobs}
     with JobBars(console, "runs") as bars:
-        _follow(console, client, pending, names, views, shown, bars, deadline, timeout_s, interval_s)
-    return [views[str(job["job_id"])] for job in jobs if str(job["job_id"]) in views]
-
-
-def _follow(
-    console: Console,
-    client: GatewayClient,
-    pending: list[str],
-    names: dict[str, str],
-    views: dict[str, dict[str, Any]],
-    shown: dict[str, str],
-    bars: JobBars,
-    deadline: float,
-    timeout_s: float,
-    interval_s: float,
-) -> None:
-    while pending:
-        for job_id in list(pending):
-            try:
-                view = client.get_job(job_id)
-            except GatewayError as error:
-                console.print(f"[red]error[/] following job {job_id}: {escape(str(error))}")
-                pending.remove(job_id)
-                continue
-            views[job_id] = view
-            bars.update(job_id, names[job_id], view)
-            line = " ".join(
-                part
-                for part in (
-                    status_markup(view.get("status")),
-                    escape(str(view.get("stage") or "")),
-                    escape(progress_text(view.get("progress"))),
+        while pending:
+            for job_id in list(pending):
+                try:
+                    view = client.get_job(job_id)
+                except GatewayError as error:
+                    console.print(f"[red]error[/] following job {job_id}: {escape(str(error))}")
+                    pending.remove(job_id)
+                    continue
+                views[job_id] = view
+                bars.update(job_id, names[job_id], view)
+                line = " ".join(
+                    part
+                    for part in (
+                        status_markup(view.get("status")),
+                        escape(str(view.get("stage") or "")),
+                        escape(progress_text(view.get("progress"))),
+                    )
+                    if part
                 )
-                if part
-            )
-            if line != shown.get(job_id):
-                console.print(f"[dim]•[/] {escape(names[job_id])}: {line}")
-                shown[job_id] = line
-            if view.get("status") in TERMINAL:
-                pending.remove(job_id)
-        if pending and time.monotonic() > deadline:
-            console.print(
-                f"[red]timed out[/] after {timeout_s:.0f} s waiting for job(s) {', '.join(pending)}"
-            )
-            break
-        if pending:
-            time.sleep(interval_s)
+                if line != shown.get(job_id):
+                    console.print(f"[dim]•[/] {escape(names[job_id])}: {line}")
+                    shown[job_id] = line
+                if view.get("status") in TERMINAL:
+                    pending.remove(job_id)
+            if pending and time.monotonic() > deadline:
+                console.print(
+                    f"[red]timed out[/] after {timeout_s:.0f} s waiting for job(s) {', '.join(pending)}"
+                )
+                break
+            if pending:
+                time.sleep(interval_s)
+
+    return [views[str(job["job_id"])] for job in jobs if str(job["job_id"]) in views]
 
 
 def summarise_training(
